@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install apexmusic and everything it needs into ./.venv, system packages included.
+# Usage: bash scripts/setup.sh [extras]   (default extras: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-all}"
+if [[ "$extras" == *dev* ]] && ! command -v chromium >/dev/null 2>&1; then
+  # Debian's Chromium drives the web-page test (Playwright uses it, never a downloaded browser).
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# torch is pinned to a range that takes the local CPU build where one is on disk.
+.venv/bin/python -m pip install -q -e ".[$extras]"

@@ -1,0 +1,37 @@
+"""Shared test fixtures. Real data is read in place from ../shared/data (never copied)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+REAL_AUDIO = SHARED_DATA / "real-audio"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"../shared/data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_audio_files(shared_data: Path) -> list[Path]:
+    files = sorted((shared_data / "real-audio").glob("*.*"))
+    assert len(files) >= 7, "expected the seven real songs in ../shared/data/real-audio"
+    return files
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _limit_torch_threads():
+    """Two cores in CI: keep torch from oversubscribing when tests run beside each other."""
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+    except ImportError:
+        pass
+    yield
