@@ -25,6 +25,18 @@ def real_audio_files(shared_data: Path) -> list[Path]:
     return files
 
 
+@pytest.fixture(scope="session")
+def musicnn_wheel() -> Path:
+    """The published musicnn==0.1.0 wheel, downloaded once with pip into the apexmusic cache."""
+    from apexmusic.encoders.musicnn import cache_root, download_wheel
+    from apexmusic.errors import ModelLoadError
+
+    try:
+        return download_wheel(cache_root() / "musicnn")
+    except ModelLoadError as exc:
+        pytest.fail(f"musicnn wheel unavailable (PyPI needed once): {exc}")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _limit_torch_threads():
     """Two cores in CI: keep torch from oversubscribing when tests run beside each other."""
