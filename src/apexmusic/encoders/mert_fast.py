@@ -1,0 +1,427 @@
+"""The fast MERT forward: the same HubertModel weights, computed as large channels-last matmuls.
+
+What differs from ``HubertModel.forward`` (and why the outputs stay the same):
+
+- **Feature extractor as matmuls.** Every conv layer is a strided window gather over a
+  channels-last ``[batch, frames, channels]`` tensor followed by one matmul with the weight
+  reshaped to ``[kernel * c_in, c_out]``. A window of ``kernel`` consecutive frames is
+  ``kernel * c_in`` contiguous numbers, so the gather is an ``as_strided`` view (a copy only
+  where windows overlap). No NCL<->NLC transposes between layers.
+- **Group norm folded into the first matmul.** The 95M model normalises the first conv's
+  output per channel over time. That conv is linear in the input, so its per-channel mean and
+  variance follow exactly from the first two moments of the ``[frames, kernel]`` input patches
+  (a 10 x 10 matrix, computed in float64 from the float32 audio). Scale and shift then fold into
+  the conv weights: conv + group norm is one batched matmul, and the 147 MB activation of a
+  30 s segment is never re-read for statistics.
+- **Fused QKV and scaled-dot-product attention.** Query, key and value come from one
+  ``[dim, 3 * dim]`` matmul, attention runs through ``F.scaled_dot_product_attention``.
+- **No work on padding.** Callers pass each row's valid length; per-layer valid frame counts
+  follow from the conv arithmetic. Padded frames are zeroed before the positional conv and
+  masked out of attention and pooling, so a row's result equals running its valid samples
+  alone through the plain model. Rows are bucketed by length and each bucket is trimmed to its
+  longest row (rounded up to the conv hop), so a short last segment costs its own length.
+- **Pooling on the fly.** Each hidden state is time-averaged (float32 accumulation) as soon as
+  it exists; the 13 (25) full ``[frames, dim]`` states are never held at once.
+
+The compute dtype is a choice (``float32`` is the exact mode, ``bfloat16`` the fast one). The
+positional conv weight is materialised from its weight-norm parameters once, in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def conv_frame_counts(lengths: Any, kernels: Sequence[int], strides: Sequence[int]) -> list[Any]:
+    """Valid frames after each conv layer for inputs of ``lengths`` samples (ints, arrays or tensors).
+
+    A frame is valid when its whole receptive field lies in the valid samples:
+    ``n_out = (n_in - kernel) // stride + 1`` per layer, as in HubertModel.
+    """
+    counts = []
+    n = lengths
+    for kernel, stride in zip(kernels, strides, strict=True):
+        n = (n - kernel) // stride + 1
+        counts.append(n)
+    return counts
+
+
+def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Samples needed for one output frame (400 for MERT)."""
+    field = 1
+    for kernel, stride in zip(reversed(kernels), reversed(strides), strict=True):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+def hop_length(strides: Sequence[int]) -> int:
+    """Samples between output frames (320 for MERT: 75 frames per second at 24 kHz)."""
+    return math.prod(strides)
+
+
+@dataclass
+class _ConvLayer:
+    kernel: int
+    stride: int
+    weight: torch.Tensor  # [kernel * c_in, c_out], window-major (frame, then channel)
+    bias: torch.Tensor | None
+    layer_norm: tuple[torch.Tensor, torch.Tensor, float] | None  # "layer" feature extractors
+
+
+@dataclass
+class _GroupNorm:
+    weight64: torch.Tensor  # first conv weight, float64 [c_out, kernel]
+    bias64: torch.Tensor | None
+    gamma64: torch.Tensor
+    beta64: torch.Tensor
+    eps: float
+
+
+class FastMert:
+    """Pooled hidden states of a HubertModel, computed fast. Shares nothing mutable with the model."""
+
+    def __init__(
+        self,
+        model: Any,
+        dtype: torch.dtype = torch.bfloat16,
+        device: torch.device | str = "cpu",
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
+    ) -> None:
+        config = model.config
+        self.config = config
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.kernels = list(config.conv_kernel)
+        self.strides = list(config.conv_stride)
+        self.stable = bool(config.do_stable_layer_norm)
+        self.n_heads = int(config.num_attention_heads)
+        self.hidden_act = config.hidden_act
+        if config.feat_extract_activation != "gelu" or config.hidden_act != "gelu":
+            raise ValueError("the fast MERT path implements the gelu activations MERT uses")
+        if getattr(config, "conv_pos_batch_norm", False):
+            raise ValueError("the fast MERT path does not implement conv_pos_batch_norm")
+
+        with torch.no_grad():
+            self._convs, self._group_norm = self._prepare_feature_extractor(model, config)
+            self._prepare_transformer(model, config)
+        self._transformer = self._transformer_eager
+        if compile:
+            self._transformer = torch.compile(
+                self._transformer_eager, backend=compile_backend, mode=compile_mode, dynamic=True
+            )
+
+    # ------------------------------------------------------------------ preparation
+    def _to(self, tensor: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        return tensor.detach().to(device=self.device, dtype=dtype or self.dtype).contiguous()
+
+    def _prepare_feature_extractor(
+        self, model: Any, config: Any
+    ) -> tuple[list[_ConvLayer], _GroupNorm | None]:
+        convs: list[_ConvLayer] = []
+        group_norm = None
+        for index, layer in enumerate(model.feature_extractor.conv_layers):
+            conv = layer.conv
+            c_out, c_in, kernel = conv.weight.shape
+            # [c_out, c_in, k] -> [k, c_in, c_out] -> [k * c_in, c_out]: matches the window layout.
+            weight = conv.weight.detach().permute(2, 1, 0).reshape(kernel * c_in, c_out)
+            norm = None
+            if isinstance(getattr(layer, "layer_norm", None), torch.nn.LayerNorm):
+                ln = layer.layer_norm
+                norm = (self._to(ln.weight), self._to(ln.bias), float(ln.eps))
+            elif isinstance(getattr(layer, "layer_norm", None), torch.nn.GroupNorm):
+                if index != 0 or c_in != 1:
+                    raise ValueError("group norm is only expected after the first conv layer")
+                gn = layer.layer_norm
+                group_norm = _GroupNorm(
+                    weight64=conv.weight.detach().reshape(c_out, kernel).to(self.device, torch.float64),
+                    bias64=None if conv.bias is None else conv.bias.detach().to(self.device, torch.float64),
+                    gamma64=gn.weight.detach().to(self.device, torch.float64),
+                    beta64=gn.bias.detach().to(self.device, torch.float64),
+                    eps=float(gn.eps),
+                )
+            convs.append(
+                _ConvLayer(
+                    kernel=int(kernel),
+                    stride=int(conv.stride[0]),
+                    weight=self._to(weight),
+                    bias=self._to(conv.bias),
+                    layer_norm=norm,
+                )
+            )
+        return convs, group_norm
+
+    def _prepare_transformer(self, model: Any, config: Any) -> None:
+        projection = model.feature_projection
+        self._proj_norm = (
+            (
+                self._to(projection.layer_norm.weight),
+                self._to(projection.layer_norm.bias),
+                projection.layer_norm.eps,
+            )
+            if getattr(projection, "feat_proj_layer_norm", False)
+            else None
+        )
+        self._proj = (self._to(projection.projection.weight), self._to(projection.projection.bias))
+
+        encoder = model.encoder
+        pos = encoder.pos_conv_embed
+        # Materialise the weight-norm parametrisation once, in float32, then cast.
+        self._pos_weight = self._to(pos.conv.weight.detach().float())
+        self._pos_bias = self._to(pos.conv.bias)
+        self._pos_kernel = int(pos.conv.kernel_size[0])
+        self._pos_groups = int(pos.conv.groups)
+        self._enc_norm = (
+            self._to(encoder.layer_norm.weight),
+            self._to(encoder.layer_norm.bias),
+            encoder.layer_norm.eps,
+        )
+
+        self._layers = []
+        for layer in encoder.layers:
+            attention = layer.attention
+            if getattr(layer, "adapter_layer", None) is not None:
+                raise ValueError("the fast MERT path does not implement attention adapters")
+            qkv_w = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight], 0)
+            qkv_b = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias], 0)
+            self._layers.append(
+                {
+                    "qkv": (self._to(qkv_w), self._to(qkv_b)),
+                    "out": (self._to(attention.out_proj.weight), self._to(attention.out_proj.bias)),
+                    "ln1": (
+                        self._to(layer.layer_norm.weight),
+                        self._to(layer.layer_norm.bias),
+                        layer.layer_norm.eps,
+                    ),
+                    "ff1": (
+                        self._to(layer.feed_forward.intermediate_dense.weight),
+                        self._to(layer.feed_forward.intermediate_dense.bias),
+                    ),
+                    "ff2": (
+                        self._to(layer.feed_forward.output_dense.weight),
+                        self._to(layer.feed_forward.output_dense.bias),
+                    ),
+                    "ln2": (
+                        self._to(layer.final_layer_norm.weight),
+                        self._to(layer.final_layer_norm.bias),
+                        layer.final_layer_norm.eps,
+                    ),
+                }
+            )
+
+    # ------------------------------------------------------------------ forward
+    @torch.inference_mode()
+    def pooled(
+        self, audio: torch.Tensor, lengths: torch.Tensor, stages: dict[str, float] | None = None
+    ) -> torch.Tensor:
+        """Time-mean of every hidden state over each row's valid frames.
+
+        Args:
+            audio: float32 ``[batch, samples]`` on this engine's device, zero-padded rows.
+            lengths: int64 ``[batch]`` valid samples per row (each >= the receptive field).
+            stages: optional dict that receives seconds spent in ``frontend`` / ``transformer``
+                (synchronises the device; for benchmarks).
+
+        Returns:
+            float32 ``[batch, n_hidden_layers + 1, hidden_size]``.
+        """
+        clock = _StageClock(stages, self.device)
+        lengths = lengths.to(self.device)
+        counts = conv_frame_counts(lengths, self.kernels, self.strides)
+        features = self._feature_extractor(audio, lengths, counts)
+        clock.lap("frontend")
+        pooled = self._transformer(features, counts[-1])
+        clock.lap("transformer")
+        return pooled
+
+    def _feature_extractor(
+        self, audio: torch.Tensor, lengths: torch.Tensor, counts: list[torch.Tensor]
+    ) -> torch.Tensor:
+        first = self._convs[0]
+        patches = audio.unfold(1, first.kernel, first.stride)  # [B, n0, k] view of the float32 audio
+        if self._group_norm is not None:
+            hidden = self._first_conv_group_norm(patches, counts[0])
+        else:
+            hidden = _linear_windows(
+                patches, first.weight.float(), None if first.bias is None else first.bias.float()
+            )
+            hidden = self._finish(hidden.to(self.dtype), first)
+        for layer in self._convs[1:]:
+            n_out = (hidden.shape[1] - layer.kernel) // layer.stride + 1
+            windows = hidden.as_strided(
+                (hidden.shape[0], n_out, layer.kernel * hidden.shape[2]),
+                (hidden.stride(0), layer.stride * hidden.shape[2], 1),
+            )
+            hidden = self._finish(_linear_windows(windows, layer.weight, layer.bias), layer)
+        return hidden
+
+    def _first_conv_group_norm(self, patches: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """First conv + per-channel group norm over valid frames + GELU, as one batched matmul."""
+        gn = self._group_norm
+        scales, shifts = [], []
+        for row, n in enumerate(valid.tolist()):
+            x = patches[row, :n].to(torch.float64)  # [n, k]
+            m1 = x.mean(0)
+            m2 = (x.T @ x) / n
+            w = gn.weight64
+            mean = w @ m1
+            var = torch.einsum("ck,kl,cl->c", w, m2, w) - mean * mean
+            if gn.bias64 is not None:
+                mean = mean + gn.bias64
+            scale = gn.gamma64 / torch.sqrt(var.clamp_min(0.0) + gn.eps)
+            shift = gn.beta64 - mean * scale + (0.0 if gn.bias64 is None else gn.bias64 * scale)
+            scales.append(w.T * scale)  # [k, c]
+            shifts.append(shift)
+        weight = torch.stack(scales).float()  # [B, k, c]
+        shift = torch.stack(shifts).float()[:, None, :]
+        hidden = torch.baddbmm(shift, patches.contiguous(), weight)  # float32: the input stays exact
+        return F.gelu(hidden.to(self.dtype))
+
+    def _finish(self, hidden: torch.Tensor, layer: _ConvLayer) -> torch.Tensor:
+        if layer.layer_norm is not None:
+            weight, bias, eps = layer.layer_norm
+            hidden = F.layer_norm(hidden, (hidden.shape[-1],), weight, bias, eps)
+        return F.gelu(hidden)
+
+    def _transformer_eager(self, features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        batch, n, _ = features.shape
+        frames = frames.clamp(max=n)
+        full = bool((frames == n).all())
+        mask = torch.arange(n, device=features.device)[None, :] < frames[:, None]  # [B, n]
+        weights = mask.float() / frames[:, None].float()  # pooling weights, [B, n]
+
+        hidden = features
+        if self._proj_norm is not None:
+            w, b, eps = self._proj_norm
+            hidden = F.layer_norm(hidden, (hidden.shape[-1],), w, b, eps)
+        hidden = F.linear(hidden, *self._proj)
+        if not full:
+            hidden = hidden * mask[..., None].to(hidden.dtype)  # padded frames are zero for the pos conv
+        hidden = hidden + self._positional(hidden)
+        if not self.stable:
+            hidden = F.layer_norm(hidden, (hidden.shape[-1],), *self._enc_norm[:2], self._enc_norm[2])
+        attn_mask = None if full else mask[:, None, None, :]
+
+        pooled = [_masked_mean(hidden, weights)]
+        for index, params in enumerate(self._layers):
+            hidden = self._layer(hidden, params, attn_mask)
+            if self.stable and index == len(self._layers) - 1:
+                # MERT's published (transformers 4.x) convention: the last state is layer-normed.
+                hidden = F.layer_norm(hidden, (hidden.shape[-1],), *self._enc_norm[:2], self._enc_norm[2])
+            pooled.append(_masked_mean(hidden, weights))
+        return torch.stack(pooled, dim=1)
+
+    def _positional(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = F.conv1d(
+            hidden.transpose(1, 2),
+            self._pos_weight,
+            self._pos_bias,
+            padding=self._pos_kernel // 2,
+            groups=self._pos_groups,
+        )
+        if self._pos_kernel % 2 == 0:
+            x = x[:, :, :-1]
+        return F.gelu(x).transpose(1, 2)
+
+    def _layer(self, hidden: torch.Tensor, p: dict[str, Any], attn_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.stable:
+            hidden = hidden + self._attention(_ln(hidden, p["ln1"]), p, attn_mask)
+            return hidden + self._feed_forward(_ln(hidden, p["ln2"]), p)
+        hidden = _ln(hidden + self._attention(hidden, p, attn_mask), p["ln1"])
+        return _ln(hidden + self._feed_forward(hidden, p), p["ln2"])
+
+    def _attention(
+        self, hidden: torch.Tensor, p: dict[str, Any], attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        batch, n, dim = hidden.shape
+        qkv = F.linear(hidden, *p["qkv"]).view(batch, n, 3, self.n_heads, dim // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, n, head_dim]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return F.linear(out.transpose(1, 2).reshape(batch, n, dim), *p["out"])
+
+    def _feed_forward(self, hidden: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+        return F.linear(F.gelu(F.linear(hidden, *p["ff1"])), *p["ff2"])
+
+
+def _ln(hidden: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, float]) -> torch.Tensor:
+    weight, bias, eps = params
+    return F.layer_norm(hidden, (hidden.shape[-1],), weight, bias, eps)
+
+
+def _linear_windows(windows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``windows [B, n, k * c_in] @ weight [k * c_in, c_out] (+ bias)``; a strided view is copied once."""
+    out = torch.matmul(windows, weight)
+    return out if bias is None else out.add_(bias)
+
+
+def _masked_mean(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames with float32 accumulation: ``[B, n, d]`` x ``[B, n]`` -> ``[B, d]``."""
+    return torch.bmm(weights[:, None, :], hidden.float()).squeeze(1)
+
+
+class _StageClock:
+    def __init__(self, stages: dict[str, float] | None, device: torch.device) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self.stages = stages
+        self.device = device
+        self.last = self._time()
+
+    def lap(self, name: str) -> None:
+        if self.stages is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = self._time()
+        self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def model_flops_per_second(
+    config: Any, segment_seconds: float = 30.0, sample_rate: int = 24000
+) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) per second of audio, counted layer by layer.
+
+    Attention scores grow with the segment length, so the count depends on ``segment_seconds``.
+    """
+    samples = int(round(segment_seconds * sample_rate))
+    counts = conv_frame_counts(samples, config.conv_kernel, config.conv_stride)
+    c_in = 1
+    frontend = 0.0
+    for n, kernel, c_out in zip(counts, config.conv_kernel, config.conv_dim, strict=True):
+        frontend += 2.0 * n * kernel * c_in * c_out
+        c_in = c_out
+    n = counts[-1]
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    projection = 2.0 * n * c_in * d
+    positional = 2.0 * n * d * (d // config.num_conv_pos_embedding_groups) * config.num_conv_pos_embeddings
+    dense = layers * 2.0 * n * (4 * d * d + 2 * d * ff)
+    attention = layers * 2.0 * 2 * n * n * d
+    per = {
+        "frontend": frontend,
+        "projection+positional": projection + positional,
+        "transformer_dense": dense,
+        "attention": attention,
+    }
+    per = {k: v / segment_seconds for k, v in per.items()}
+    per["total"] = sum(per.values())
+    return per
+
+
+__all__ = [
+    "FastMert",
+    "conv_frame_counts",
+    "hop_length",
+    "model_flops_per_second",
+    "receptive_field",
+]
