@@ -47,3 +47,13 @@ def _limit_torch_threads():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="session")
+def predict_model_dir(tmp_path_factory, shared_data: Path) -> Path:
+    """A tiny trained model on the handcrafted encoder (predict / serve / web tests)."""
+    from predict_fixtures import build_store, train_tiny_model
+
+    root = tmp_path_factory.mktemp("predict-model")
+    store = build_store(shared_data / "real-audio", root / "store")
+    return train_tiny_model(store, root / "model")

@@ -89,7 +89,299 @@ def _progress_bar(total: int | None, desc: str, unit: str = "song"):
 # === predict / compare / serve (issue 5) ===
 
 
+@_command
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="score songs (files, folders, globs, manifests) or an embedding store with a model",
+        description="Score songs into a JSONL / CSV / Parquet file (one row per song: id, path, "
+        "the scores, their <task>_std uncertainties, model_id, duration_s, tags when available). "
+        "With --embeddings STORE, re-score an existing embedding store without touching audio.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, folders, globs or manifests")
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
+    p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
+    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument("--resume", action="store_true", help="skip ids already in --out and append")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="songs per model call and output flush (default 8; 65536 rows with --embeddings)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--weights", help="override the encoder weights named by the model (e.g. a local folder)")
+    p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
+    p.add_argument("--max-seconds", type=float, default=None, help="fail songs longer than this")
+    p.set_defaults(handler=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from apexmusic.errors import ConfigError
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    if args.mc_samples < 0:
+        raise ConfigError("--mc-samples must be >= 0")
+    if args.embeddings:
+        if args.inputs:
+            raise ConfigError("give INPUTs or --embeddings STORE, not both")
+        return _predict_store(args)
+    if not args.inputs:
+        raise ConfigError("no INPUT given (or use --embeddings STORE)")
+    from apexmusic.predict import PredictConfig
+    from apexmusic.sources import resolve_inputs
+
+    songs = resolve_inputs(args.inputs)
+    config = PredictConfig(
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size or 8,
+        mc_samples=args.mc_samples,
+        resume=args.resume,
+        max_seconds=args.max_seconds,
+    )
+    with _progress_bar(len(songs), "predict") as bar:
+        if args.engine == "ray":
+            report = _predict_ray(songs, args, config, bar.update)
+        else:
+            from apexmusic.predict import predict_inputs
+
+            report = predict_inputs(songs, args.model, args.out, config, on_progress=bar.update)
+    print(
+        f"scored {report.n_done} songs, {report.n_failed} failed, {report.n_skipped} already done "
+        f"in {report.wall_seconds:.1f} s -> {args.out}"
+    )
+    if report.n_failed:
+        print(f"failures: {report.failures_file}", file=sys.stderr)
+    return EXIT_PARTIAL if report.n_failed else EXIT_OK
+
+
+def _predict_ray(songs, args, config, on_progress):
+    from apexmusic.errors import ConfigError
+
+    try:
+        from apexmusic.distributed import predict_inputs_ray
+    except ImportError as exc:
+        raise ConfigError(f"ray engine unavailable: {exc}") from exc
+    return predict_inputs_ray(songs, args.model, args.out, config, on_progress=on_progress)
+
+
+def _predict_store(args) -> int:
+    from apexmusic.predict import score_store
+
+    with _progress_bar(None, "score store") as bar:
+        report = score_store(
+            args.embeddings, args.model, args.out, batch_size=args.batch_size or 65536, on_progress=bar.update
+        )
+    print(f"scored {report.n_rows} songs from {args.embeddings} in {report.wall_seconds:.2f} s -> {args.out}")
+    return EXIT_OK
+
+
+@_command
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="probability that listeners prefer song A over song B")
+    p.add_argument("a", metavar="A", help="audio file A")
+    p.add_argument("b", metavar="B", help="audio file B")
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", help="override the encoder weights named by the model")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(handler=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    import json
+
+    from apexmusic.predict import Predictor
+
+    predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
+    result = predictor.compare(args.a, args.b)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    method = (
+        "arena comparator (comparator.json)"
+        if result.method == "comparator"
+        else "fallback: logistic of mean standardised score difference, uncalibrated"
+    )
+    print(f"P(listeners prefer A) = {result.prob_a:.3f}   [{method}]")
+    print(f"{'score':<14}{'A':>10}{'B':>10}")
+    for task in predictor.tasks:
+        print(f"{task:<14}{result.a.scores[task]:>10.2f}{result.b.scores[task]:>10.2f}")
+    return EXIT_OK
+
+
+@_command
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="HTTP API and web page for scoring uploads")
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload per file")
+    p.add_argument("--max-seconds", type=float, default=900.0, help="longest accepted song")
+    p.add_argument("--max-concurrency", type=int, default=2, help="songs scored at once")
+    p.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (then 503)")
+    p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", help="override the encoder weights named by the model")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from apexmusic.errors import ConfigError
+    from apexmusic.serve import ServeConfig, run_server
+
+    if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
+        raise ConfigError("limits must be positive (--max-queue may be 0)")
+    config = ServeConfig(
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        mc_samples=args.mc_samples,
+        weights=args.weights,
+        device=args.device,
+    )
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    run_server(args.model, host=args.host, port=args.port, config=config)
+    return EXIT_OK
+
+
 # === arena (issue 6) ===
+
+
+@_command
+def _add_arena(sub):
+    p = sub.add_parser("arena", help="pairwise human-preference evaluation and Bradley–Terry leaderboards")
+    arena_sub = p.add_subparsers(dest="arena_command", metavar="ARENA_COMMAND")
+    p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
+
+    e = arena_sub.add_parser(
+        "eval",
+        help="how well predicted scores tell which song of a battle listeners preferred",
+        description="Zero-shot rules ('higher score wins') with bootstrap intervals and learned "
+        "models with k-fold CV; writes DIR/arena_metrics.json and DIR/arena_accuracy.png.",
+    )
+    e.add_argument("--battles", required=True, metavar="FILE", help="battles: csv/json/jsonl/parquet/folder")
+    e.add_argument("--scores", metavar="FILE", help="scores file of `apexmusic predict`, joined on audio ids")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    e.add_argument("--folds", type=int, default=10, help="cross-validation folds of the learned models")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-pairs", action="store_true", help="skip the per-system-pair breakdown")
+    e.set_defaults(handler=_cmd_arena_eval)
+
+    lb = arena_sub.add_parser(
+        "leaderboard",
+        help="Music Arena's Bradley–Terry leaderboard (and a predicted one with --scores)",
+        description="Writes DIR/leaderboard.csv and DIR/leaderboard.png; with --scores also "
+        "DIR/predicted_leaderboard.csv and DIR/leaderboard.json (Spearman / Kendall vs the human board).",
+    )
+    lb.add_argument("--battles", required=True, metavar="FILE")
+    lb.add_argument("--out", required=True, metavar="DIR")
+    lb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    lb.add_argument("--min-votes", type=int, default=30, help="list only systems with this many votes")
+    lb.add_argument("--subset", choices=("all", "instrumental", "vocal"), default="all",
+                    help="battles to use, by is_instrumental")
+    lb.add_argument("--scores", metavar="FILE", help="scores file for the predicted leaderboard")
+    lb.add_argument("--score-name", metavar="NAME", help="score that ranks the predicted leaderboard")
+    lb.add_argument("--seed", type=int, default=0)
+    lb.set_defaults(handler=_cmd_arena_leaderboard)
+
+
+def _load_arena_battles(args):
+    from apexmusic import arena
+
+    battles = arena.load_battles(args.battles)
+    join = None
+    if args.scores:
+        battles, join = arena.attach_scores(battles, arena.load_scores(args.scores))
+    for bad in battles.invalid[:5]:
+        print(f"skipped battle row {bad['row']} ({bad['id']}): {bad['reason']}", file=sys.stderr)
+    if join is not None and join.n_unmatched:
+        print(f"{join.n_unmatched} of {join.n_battles} battles have a side without scores "
+              f"(e.g. {join.unmatched[0]['audio']!r})", file=sys.stderr)
+    return battles, join
+
+
+def _cmd_arena_eval(args) -> int:
+    from pathlib import Path
+
+    from apexmusic import arena
+    from apexmusic.errors import ConfigError
+
+    if args.bootstrap < 0 or args.folds < 2:
+        raise ConfigError("--bootstrap must be >= 0 and --folds >= 2")
+    battles, join = _load_arena_battles(args)
+    config = arena.EvalConfig(n_bootstrap=args.bootstrap, folds=args.folds, seed=args.seed,
+                              by_pair=not args.no_pairs)
+    metrics = arena.evaluate_arena(battles, config, join)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arena.write_json(metrics, out / "arena_metrics.json")
+    arena.plot_rule_accuracy(metrics["rules"], out / "arena_accuracy.png")
+    counts = metrics["data"]
+    print(f"{counts['n_battles']} battles ({counts['n_decisive']} decisive, {counts['n_tie']} ties, "
+          f"{counts['n_both_bad']} both bad excluded)")
+    for name, r in metrics["rules"].items():
+        if r["accuracy"] is None:
+            print(f"  rule {name:24s} no battles with scores")
+            continue
+        lo, hi = r["accuracy_ci"] or (float("nan"), float("nan"))
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+        print(f"  rule {name:24s} accuracy {r['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]  auc {auc}  n {r['n']}")
+    for set_name, res in metrics["learned"].items():
+        for model in ("logistic_regression", "gradient_boosting"):
+            if model in res:
+                m = res[model]
+                print(f"  {model:20s} {set_name:22s} accuracy {m['accuracy_mean']:.3f}±{m['accuracy_sd']:.3f}"
+                      f"  auc {m['auc_mean']:.3f}±{m['auc_sd']:.3f}")
+    print(f"wrote {out / 'arena_metrics.json'}")
+    bad = len(battles.invalid) + (join.n_unmatched if join else 0)
+    return EXIT_PARTIAL if bad else EXIT_OK
+
+
+def _cmd_arena_leaderboard(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from apexmusic import arena
+    from apexmusic.errors import ConfigError
+
+    if args.bootstrap < 0 or args.min_votes < 0:
+        raise ConfigError("--bootstrap and --min-votes must be >= 0")
+    battles, join = _load_arena_battles(args)
+    if args.subset != "all":
+        battles = battles.subset(battles.instrumental == (1.0 if args.subset == "instrumental" else 0.0))
+    config = arena.LeaderboardConfig(n_bootstrap=args.bootstrap, min_votes=args.min_votes, seed=args.seed)
+    with _progress_bar(args.bootstrap, "bootstrap", unit="resample") as bar:
+        rows = arena.arena_leaderboard(battles, config, on_progress=lambda done, total: bar.update(1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arena.write_leaderboard_csv(rows, out / "leaderboard.csv")
+    if rows:
+        arena.plot_leaderboard(rows, out / "leaderboard.png", title=f"Arena leaderboard ({args.subset})")
+    for rank, r in enumerate(rows, start=1):
+        ci = f"[{r.ci_low:7.1f}, {r.ci_high:7.1f}]"
+        print(f"{rank:3d}  {r.system:28s} {r.score:7.1f}  {ci}  votes {r.votes}")
+    if args.scores:
+        pred = arena.predicted_leaderboard(battles, rows)
+        names = list(pred["correlations"])
+        name = args.score_name or ("apex_all_z" if "apex_all_z" in names else names[0])
+        if name not in names:
+            raise ConfigError(f"--score-name {name!r} not among the scores {names}")
+        arena.write_predicted_csv(pred, rows, name, out / "predicted_leaderboard.csv")
+        arena.write_json({"score_name": name, **pred}, out / "leaderboard.json")
+        for n, c in pred["correlations"].items():
+            rho, tau = c.get("spearman"), c.get("kendall")
+            fmt = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:+.3f}"  # noqa: E731
+            print(f"  predicted by {n:24s} spearman {fmt(rho)}  kendall {fmt(tau)}  n={c['n_systems']}")
+    print(f"wrote {out / 'leaderboard.csv'}")
+    bad = len(battles.invalid) + (join.n_unmatched if join else 0)
+    return EXIT_PARTIAL if bad else EXIT_OK
 
 
 # === demo / report (issue 4) ===

@@ -1,0 +1,89 @@
+"""A tiny trained model directory for the predict / serve / web tests (built once per session).
+
+Three short real songs are embedded with the handcrafted encoder into a real store; a small
+APEX head is trained for a few hundred steps on synthetic labels that are known functions of
+the song descriptors, then saved with ``save_pretrained``. Takes a few seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from apexmusic.tasks import ALL_TASKS, TASKS
+
+SHORT_SONGS = ("acestep_hiphop_rap_shirt_song.opus", "acestep_saxphone_jazz.opus", "yue_01_en.mp3")
+
+
+def build_store(real_audio_dir: Path, out_dir: Path) -> Path:
+    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.sources import Song
+
+    songs = [Song(Path(n).stem, str(real_audio_dir / n)) for n in SHORT_SONGS]
+    report = embed_inputs(songs, out_dir, EmbedConfig(encoder="handcrafted", workers=0))
+    assert report.n_failed == 0, report.failures
+    return out_dir
+
+
+def synthetic_targets(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each task is a fixed random projection of the standardised input, squashed into range."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(x.shape[1], len(ALL_TASKS))) / np.sqrt(x.shape[1])
+    z = 1.0 / (1.0 + np.exp(-2.0 * (x @ w)))
+    return np.stack([TASKS[t].low + TASKS[t].span * z[:, i] for i, t in enumerate(ALL_TASKS)], axis=1)
+
+
+def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: int = 0) -> Path:
+    import torch
+
+    from apexmusic.model import HeadConfig, ScoringModel, build_net
+    from apexmusic.store import EmbeddingStore
+
+    store = EmbeddingStore.open(store_dir)
+    data = store.load(with_segments=True)
+    manifest = data.manifest
+    rows = np.concatenate([data.layers[:, 0], *[s[:, 0] for s in data.segments]])  # songs + segments
+    mean, std = rows.mean(0), rows.std(0) + 1e-6
+    rng = np.random.default_rng(seed)
+    train = np.concatenate([rows + 0.3 * std * rng.normal(size=rows.shape) for _ in range(24)])
+    targets = synthetic_targets((train - mean) / std, seed)
+
+    torch.manual_seed(seed)
+    net = build_net(HeadConfig(n_layers=1, dim=int(manifest["dim"]), mixing="mean"), seed=seed)
+    net.norm_mean.copy_(torch.from_numpy(mean))
+    net.norm_std.copy_(torch.from_numpy(std))
+    x = torch.from_numpy(train[:, None, :].astype(np.float32))
+    y = torch.from_numpy(targets.astype(np.float32))
+    scale = torch.tensor([TASKS[t].span for t in ALL_TASKS])
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: extra threads only spin on a shared 2-core box
+    try:
+        net.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (64,))
+            loss = (((net(x[idx]) - y[idx]) / scale) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+    finally:
+        torch.set_num_threads(threads)
+    spec = {
+        "name": manifest["encoder"],
+        "weights": manifest["weights"],
+        "n_layers": int(manifest["n_layers"]),
+        "dim": int(manifest["dim"]),
+        "segment_seconds": manifest["segment_seconds"],
+        "hop_seconds": manifest["hop_seconds"],
+        "compat": manifest.get("compat"),
+    }
+    model = ScoringModel(
+        net=net,
+        encoder_spec=spec,
+        card={"title": "tiny test model", "data": {"songs": "3 real songs, synthetic labels"}},
+    )
+    model.save_pretrained(model_dir)
+    np.save(model_dir.parent / "train_rows.npy", train.astype(np.float32))
+    return model_dir
