@@ -59,7 +59,7 @@ WHEEL_REQUIREMENT = "musicnn==0.1.0"
 WHEEL_FILENAME = "musicnn-0.1.0-py3-none-any.whl"
 # sha256 of the wheel on PyPI; pip checks it on download and we check it again before use.
 WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
-CONVERTED_FORMAT = "apexmusic-musicnn-v1"
+CONVERTED_FORMAT = "apexmusic-musicnn-v2"  # bump when the state-dict layout changes
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -219,14 +219,61 @@ class FrontEndBranch(nn.Module):
         self.bn = _bn(filters)
         self.time_pad = time_pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, 1, T, mels], normalised
-        y = F.relu(self.conv(F.pad(x, (0, 0, *self.time_pad))))  # [N, F, T, mels']
-        # BN is a per-channel affine map a·y + b, so it commutes with the max when a > 0 and turns
-        # it into a min when a < 0: pool first (mels' times less work), then normalise.
+    def bn_affine(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference batch norm as ``scale·y + shift``, and ``sign(scale)`` (±1) per filter."""
         scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         shift = self.bn.bias - self.bn.running_mean * scale
-        pooled = torch.where(scale[:, None] >= 0, y.amax(dim=3), y.amin(dim=3))  # [N, F, T]
-        return pooled * scale[:, None] + shift[:, None]
+        return scale, shift, torch.where(scale >= 0, 1.0, -1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, 1, T, mels], normalised
+        scale, shift, sign = self.bn_affine()
+        weight, bias = self.conv.weight * sign[:, None, None, None], self.conv.bias * sign
+        pooled = F.conv2d(F.pad(x, (0, 0, *self.time_pad)), weight.to(x.dtype), bias.to(x.dtype)).amax(dim=3)
+        return finish_pooled(pooled, scale, shift, sign)
+
+
+def finish_pooled(pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor):
+    """ReLU → batch norm → max over mels, computed from ``max over mels of sign·conv``.
+
+    BN is a per-filter affine map a·y + b; with a < 0 the max of BN(ReLU(y)) sits at min(y). The
+    conv ran with weights multiplied by sign(a), so its max is max(y) or -min(y); ReLU is monotone
+    and commutes with both. One pooling pass over the big map, ReLU and BN on the pooled one.
+    """
+    pooled = F.relu(pooled.float() * sign[:, None])
+    return pooled * scale[:, None] + shift[:, None]
+
+
+class TemporalFrontEnd(nn.Module):
+    """The three temporal branches (128/64/32 frames × 1 mel bin, 'same' padding) as one conv.
+
+    Each mel bin is an independent sequence, so the branches run as a single Conv1d over
+    ``N·mels`` sequences with their kernels zero-padded to the longest one and aligned so every
+    branch keeps its own TensorFlow 'same' offsets.
+    """
+
+    def __init__(self, filters: int, kernels: tuple[int, ...] = (128, 64, 32)):
+        super().__init__()
+        self.kernels = kernels
+        self.branches = nn.ModuleList(FrontEndBranch(filters, k, 1, _same_padding(k)) for k in kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 1, T, mels] -> [N, 3·F, T]
+        n, _, t, m = x.shape
+        longest = max(self.kernels)
+        left = _same_padding(longest)[0]
+        weights, biases, affines = [], [], []
+        for branch, k in zip(self.branches, self.kernels, strict=True):
+            scale, shift, sign = branch.bn_affine()
+            w = branch.conv.weight[:, :, :, 0] * sign[:, None, None]  # [F, 1, k]
+            offset = left - _same_padding(k)[0]
+            weights.append(F.pad(w, (offset, longest - k - offset)))
+            biases.append(branch.conv.bias * sign)
+            affines.append((scale, shift, sign))
+        weight, bias = torch.cat(weights), torch.cat(biases)
+        sequences = F.pad(x[:, 0].transpose(1, 2).reshape(n * m, 1, t), _same_padding(longest))
+        y = F.conv1d(sequences, weight.to(x.dtype), bias.to(x.dtype))  # [N·mels, 3·F, T]
+        pooled = y.reshape(n, m, -1, t).amax(dim=1)
+        scale, shift, sign = (torch.cat(parts) for parts in zip(*affines, strict=True))
+        return finish_pooled(pooled, scale, shift, sign)
 
 
 def _same_padding(kernel: int) -> tuple[int, int]:
@@ -246,9 +293,7 @@ class Musicnn(nn.Module):
         self.timbral = nn.ModuleList(
             FrontEndBranch(c.timbral_filters, 7, int(frac * c.n_mels), (3, 3)) for frac in (0.4, 0.7)
         )
-        self.temporal = nn.ModuleList(
-            FrontEndBranch(c.temporal_filters, k, 1, _same_padding(k)) for k in (128, 64, 32)
-        )
+        self.temporal = TemporalFrontEnd(c.temporal_filters)
         self.mid_convs = nn.ModuleList(
             nn.Conv1d(c.frontend_dim if i == 0 else c.midend_filters, c.midend_filters, 7, padding=3)
             for i in range(3)
@@ -263,7 +308,7 @@ class Musicnn(nn.Module):
         """``[N, T, mels] -> [N, 753, T]``: front-end maps, then the dense/residual mid end."""
         n, t, m = mel.shape
         x = self.input_bn(mel.reshape(n, 1, t * m)).reshape(n, 1, t, m)
-        front = torch.cat([branch(x) for branch in (*self.timbral, *self.temporal)], dim=1)
+        front = torch.cat([branch(x) for branch in self.timbral] + [self.temporal(x)], dim=1)
         features = [front]
         h = front
         for i, (conv, bn) in enumerate(zip(self.mid_convs, self.mid_bns, strict=True)):
@@ -292,7 +337,7 @@ class Musicnn(nn.Module):
 def _tf_layer_names(config: MusicnnConfig) -> dict[str, tuple[str, str | None]]:
     """torch module -> (TF conv/dense scope, TF batch-norm scope), in the TF graph's creation order."""
     names: dict[str, tuple[str, str | None]] = {"input_bn": ("", "batch_normalization")}
-    modules = [f"timbral.{i}" for i in range(2)] + [f"temporal.{i}" for i in range(3)]
+    modules = [f"timbral.{i}" for i in range(2)] + [f"temporal.branches.{i}" for i in range(3)]
     modules += [f"mid.{i}" for i in range(3)]
     for i, module in enumerate(modules):
         names[module] = (f"conv2d{'_' + str(i) if i else ''}", f"batch_normalization_{i + 1}")
@@ -483,7 +528,7 @@ def resolve_weights(weights: str | os.PathLike | None, config: MusicnnConfig) ->
     else:
         bundle, digest = _bundle_from_folder(path, config.checkpoint)
         source, load_bundle = f"folder {path}", lambda: bundle
-    converted = cache / f"{config.checkpoint}-{digest[:16]}.safetensors"
+    converted = cache / f"{config.checkpoint}-{digest[:16]}.{CONVERTED_FORMAT}.safetensors"
     if not converted.is_file():
         _convert_to_cache(load_bundle(), config, converted, source)
     weights_id = f"{WHEEL_REQUIREMENT}:{config.checkpoint}@sha256:{digest[:16]}"
