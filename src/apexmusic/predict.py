@@ -173,6 +173,19 @@ class Predictor:
         comparator = load_comparator(model_dir)
         return cls(model, embedder, mc_samples=mc_samples, comparator=comparator, max_seconds=max_seconds)
 
+    def with_max_seconds(self, max_seconds: float | None) -> Predictor:
+        """A view of this predictor (same model, encoder and lock) with another length limit."""
+        import copy
+        import dataclasses
+
+        view = copy.copy(self)
+        view.max_seconds = max_seconds
+        view.embedder = copy.copy(self.embedder)
+        view.embedder.segment_config = dataclasses.replace(
+            self.embedder.segment_config, max_seconds=max_seconds
+        )
+        return view
+
     # ---- public API ------------------------------------------------------------------------
     def predict(self, items: PredictInput | Sequence[PredictInput], batch_size: int = 8) -> list[Prediction]:
         """Score paths, ``Song``s or ``(audio, sample_rate)`` arrays; raises on the first failure."""

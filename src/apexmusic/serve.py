@@ -1,0 +1,376 @@
+"""The HTTP service: FastAPI app with the scoring API and the web page.
+
+Endpoints (JSON unless noted):
+
+- ``POST /v1/predict`` — multipart field ``file``: scores, MC-dropout uncertainty, per-segment
+  timeline (and encoder tags when the encoder has them) for one song.
+- ``POST /v1/compare`` — multipart fields ``a`` and ``b``: P(listeners prefer A) and both
+  predictions.
+- ``GET /v1/model`` — the model card; ``GET /healthz`` — liveness and load.
+- ``GET /`` — the web page (static files shipped in the package, no external network).
+- ``GET /docs``, ``GET /openapi.json`` — FastAPI's generated API docs.
+
+Resource bounds, so a burst of uploads never exhausts memory or disk:
+
+- Request bodies over the limit get 413 before they are read: the admission gate (a pure
+  ASGI middleware in front of body parsing) refuses a declared ``Content-Length`` over the
+  limit without reading a byte, and FastAPI's per-route ``max_body_size`` counts the bytes
+  of chunked bodies as they stream in and stops at the limit.
+- The same gate lets at most ``max_concurrency + max_queue`` scoring requests in at once;
+  the rest get 503 with ``Retry-After`` before their bodies are read. Inside, a semaphore
+  lets ``max_concurrency`` of them decode and score at a time, in the thread pool, so the
+  event loop stays free.
+- Uploads are spooled to a private temporary folder and decoded from there; no endpoint
+  reads a path named by a request.
+
+The model loads once, at startup (lifespan).
+
+No ``from __future__ import annotations`` here: FastAPI reads the endpoint signatures, and the
+fastapi names they use are imported inside ``create_app`` (kept out of ``import apexmusic``).
+"""
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from apexmusic.errors import ApexError, AudioDecodeError
+from apexmusic.predict import DEFAULT_MC_SAMPLES, Predictor, compare_scores
+from apexmusic.sources import AUDIO_EXTENSIONS, Song
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MB = 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file bytes
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass
+class ServeConfig:
+    max_upload_mb: float = 50.0  # per uploaded file
+    max_seconds: float = 900.0  # longest song accepted
+    max_concurrency: int = 2  # songs decoded and scored at once
+    max_queue: int = 16  # scoring requests waiting beyond those; more get 503
+    mc_samples: int = DEFAULT_MC_SAMPLES
+    retry_after_s: int = 2
+    weights: str | None = None
+    device: str = "auto"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_upload_mb * MB) + MULTIPART_SLACK
+
+
+class AdmissionGate:
+    """Pure ASGI middleware in front of the scoring routes, before any body byte is read.
+
+    - A declared ``Content-Length`` over the route's body limit gets a JSON 413 at once.
+    - At most ``limit`` scoring requests are in flight (uploading, queued or running); the
+      rest get 503 with ``Retry-After``.
+
+    Chunked bodies without a length are counted while they stream by FastAPI's per-route
+    ``max_body_size`` (also 413, as JSON through the app's error handler).
+    """
+
+    def __init__(
+        self, app: Any, limit: int, retry_after_s: int, state: dict[str, int], body_limits: dict[str, int]
+    ):
+        self.app, self.limit, self.retry_after_s, self.state = app, limit, retry_after_s, state
+        self.body_limits = body_limits
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in self.body_limits or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.body_limits[path]:
+            await _send_json(send, 413, _error_body("too_large", self._too_large(path, declared)))
+            return
+        if self.state["active"] >= self.limit:
+            self.state["rejected"] += 1
+            await _send_json(
+                send,
+                503,
+                _error_body("busy", "the server is busy; retry shortly"),
+                headers=[(b"retry-after", str(self.retry_after_s).encode())],
+            )
+            return
+        self.state["active"] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state["active"] -= 1
+
+    def _too_large(self, path: str, declared: int) -> str:
+        return (
+            f"request body of {declared / MB:.1f} MB is over the {self.body_limits[path] / MB:.1f} MB limit"
+        )
+
+
+def _content_length(scope: dict) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def create_app(
+    model_dir: str | Path | None = None,
+    config: ServeConfig | None = None,
+    predictor: Predictor | None = None,
+) -> Any:
+    """The FastAPI app; pass ``predictor`` to reuse an already loaded one (tests, benchmarks)."""
+    from fastapi import FastAPI, File, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    if model_dir is None and predictor is None:
+        raise ValueError("create_app needs model_dir or predictor")
+    config = config or ServeConfig()
+    gate_state = {"active": 0, "rejected": 0}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = predictor or Predictor.from_pretrained(
+            model_dir,
+            weights=config.weights,
+            device=config.device,
+            mc_samples=config.mc_samples,
+            max_seconds=config.max_seconds,
+        )
+        if isinstance(loaded, Predictor) and loaded.max_seconds != config.max_seconds:
+            loaded = loaded.with_max_seconds(config.max_seconds)  # never mutate a caller's predictor
+        app.state.predictor = loaded
+        app.state.slots = asyncio.Semaphore(config.max_concurrency)
+        app.state.upload_dir = Path(tempfile.mkdtemp(prefix="apexmusic-uploads-"))  # mode 0700
+        log.info("serving model %s", app.state.predictor.model_id)
+        try:
+            yield
+        finally:
+            shutil.rmtree(app.state.upload_dir, ignore_errors=True)
+
+    app = FastAPI(
+        title="apexmusic",
+        summary="Predict streams, likes and perceptual aesthetics of AI-generated songs from audio.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    body_limits = {"/v1/predict": config.max_body_bytes, "/v1/compare": 2 * config.max_body_bytes}
+    app.add_middleware(
+        AdmissionGate,
+        limit=config.max_concurrency + config.max_queue,
+        retry_after_s=config.retry_after_s,
+        state=gate_state,
+        body_limits=body_limits,
+    )
+
+    # ---- errors as JSON ------------------------------------------------------------------
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        message = (
+            f"request body over the {config.max_upload_mb:g} MB per-file upload limit"
+            if exc.status_code == 413
+            else str(exc.detail)
+        )
+        return JSONResponse(
+            _error_body(kind, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        fields = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
+        return JSONResponse(
+            _error_body("invalid_request", f"missing or invalid fields: {fields}"), status_code=422
+        )
+
+    @app.exception_handler(ApexError)
+    async def _apex_error(request: Request, exc: ApexError):
+        status = 415 if isinstance(exc, AudioDecodeError) else 422
+        return JSONResponse(_error_body(exc.kind, str(exc)), status_code=status)
+
+    # ---- endpoints -----------------------------------------------------------------------
+    @app.post(
+        "/v1/predict",
+        max_body_size=body_limits["/v1/predict"],
+        summary="Score one song (multipart field 'file')",
+    )
+    async def predict(request: Request, file: Annotated[UploadFile, File(description="an audio file")]):
+        pred = await _score(request.app, [file])
+        return pred[0].to_dict()
+
+    @app.post(
+        "/v1/compare",
+        max_body_size=body_limits["/v1/compare"],
+        summary="P(listeners prefer A over B) (multipart fields 'a' and 'b')",
+    )
+    async def compare(
+        request: Request,
+        a: Annotated[UploadFile, File(description="song A")],
+        b: Annotated[UploadFile, File(description="song B")],
+    ):
+        pa, pb = await _score(request.app, [a, b])
+        prob, method = compare_scores(pa.scores, pb.scores, request.app.state.predictor.comparator)
+        return {"prob_a": prob, "prob_b": 1.0 - prob, "method": method, "a": pa.to_dict(), "b": pb.to_dict()}
+
+    @app.get("/v1/model", summary="The model card")
+    async def model_card(request: Request):
+        card = request.app.state.predictor.card()
+        card["limits"] = {k: v for k, v in asdict(config).items() if k not in ("weights", "device")}
+        return card
+
+    @app.get("/healthz", summary="Liveness and load")
+    async def healthz(request: Request):
+        return {
+            "status": "ok",
+            "model_id": request.app.state.predictor.model_id,
+            "in_flight": gate_state["active"],
+            "rejected": gate_state["rejected"],
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    async def _score(app_: Any, uploads: list[Any]) -> list[Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        for upload in uploads:
+            _check_content_type(upload)
+        async with app_.state.slots:
+            paths = [await run_in_threadpool(_spool, upload, app_.state.upload_dir) for upload in uploads]
+            try:
+                songs = [Song(_song_id(u.filename), str(p)) for u, p in zip(uploads, paths, strict=True)]
+                preds = await run_in_threadpool(app_.state.predictor.predict, songs, len(songs))
+            except ApexError as exc:  # name the upload, never the server's temp path
+                message = str(exc)
+                for upload, path in zip(uploads, paths, strict=True):
+                    message = message.replace(str(path), upload.filename or "upload")
+                raise type(exc)(message) from None
+            finally:
+                for p in paths:
+                    p.unlink(missing_ok=True)
+        for pred, upload in zip(preds, uploads, strict=True):
+            pred.path = upload.filename or ""  # the client's name, never the server's temp path
+        return preds
+
+    return app
+
+
+def _check_content_type(upload: Any) -> None:
+    """Refuse declared non-audio types early (415); undeclared / generic types are sniffed by
+    decoding, which raises AudioDecodeError (also 415) for non-audio bytes."""
+    ctype = (upload.content_type or "").split(";")[0].strip().lower()
+    generic = ("", "application/octet-stream", "application/ogg", "binary/octet-stream")
+    if ctype in generic or ctype.startswith(("audio/", "video/")):
+        return
+    raise AudioDecodeError(f"{upload.filename or 'upload'}: content type {ctype!r} is not audio")
+
+
+def _spool(upload: Any, folder: Path) -> Path:
+    """Copy an upload into a private temp file (decoders need a seekable file)."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    suffix = suffix if suffix in AUDIO_EXTENSIONS else ".bin"
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=folder)
+    with os.fdopen(fd, "wb") as out:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, out, _COPY_CHUNK)
+    return Path(name)
+
+
+def _song_id(filename: str | None) -> str:
+    stem = Path(filename or "upload").stem
+    return re.sub(r"[^\w.\- ]+", "_", stem)[:200] or "upload"
+
+
+def _error_body(kind: str, message: str) -> dict[str, str]:
+    return {"error": kind, "detail": message}
+
+
+async def _send_json(
+    send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+@contextmanager
+def background_server(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a thread (tests, benchmarks); yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("apexmusic")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0"
+
+
+def run_server(
+    model_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load the model and serve until interrupted (``apexmusic serve``)."""
+    import uvicorn
+
+    app = create_app(model_dir, config)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+__all__ = ["AdmissionGate", "ServeConfig", "background_server", "create_app", "run_server"]
