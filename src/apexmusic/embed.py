@@ -1,0 +1,771 @@
+"""Batched embedding extraction: songs in, an embedding store out.
+
+How ``embed_inputs`` runs (the local engine):
+
+1. Songs already in the store are skipped under ``resume``; the rest are checked for
+   duplicate content: files whose sizes collide are hashed up front, and a file whose
+   SHA-256 was already claimed by another song is not decoded again -- that song gets a copy
+   of the first one's vectors (``EmbedReport.n_cached``).
+2. Decoder worker processes (``workers``; 0 decodes in-process) stream each song's segments
+   into one bounded queue, so decoding overlaps the encoder and memory stays bounded by
+   the queue (a few batches of segments) whatever the song lengths.
+3. The main process gathers segments *across songs* into batches of ``batch_size``, full
+   segments and last (shorter) segments in separate batches so a batch is trimmed to its
+   longest row, and runs the encoder on each batch.
+4. When all of a song's segments are encoded, its song-level vector is the mean of its
+   segment vectors weighted by valid seconds (a plain mean in reference compat) and the
+   song joins the write buffer, which becomes one atomic Parquet shard every
+   ``shard_songs`` songs (and every two minutes), so an interrupted run loses at most the
+   buffer and ``--resume`` redoes exactly the songs not in a shard.
+5. A song that fails anywhere (decode, content, encoder, a decoder process that crashed or
+   hung) becomes one ``failures.jsonl`` line; the other songs carry on.
+
+``SongEmbedder`` does the same for one song in memory (no store), for prediction and serving.
+Reference compatibility (``compat="reference"``): 30 s segments, the last zero-padded and
+counted as full (``SegmentConfig(pad_last=True)``), fp32, plain mean over segments; the
+encoder gets ``compat="reference"`` and pools what the published pipeline pools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apexmusic.audio import Segment, SegmentConfig, file_sha256, iter_segments, segment_array
+from apexmusic.encoders import Encoder, load_encoder
+from apexmusic.errors import ApexError, ConfigError
+from apexmusic.sources import Song
+from apexmusic.store import EmbeddingStore, Failure, SongEmbedding
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_MAX_SECONDS = 3600.0
+_FLUSH_SECONDS = 120.0
+
+
+@dataclass
+class EmbedConfig:
+    """Settings of one extraction run (CLI flags map one to one)."""
+
+    encoder: str = "handcrafted"
+    weights: str | None = None
+    segment_seconds: float = 30.0
+    hop_seconds: float | None = None
+    batch_size: int | None = None  # None: the encoder's default_batch_size, else 8
+    device: str = "auto"
+    precision: str = "auto"
+    compat: str | None = None  # "reference": the published pipeline, bit for bit in spirit
+    workers: int | None = None  # decoder processes; None: cores - 1 (at most 4); 0: in-process
+    resume: bool = False
+    max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer songs fail with a content error
+    shard_songs: int = 256  # songs per Parquet shard
+    decode_timeout_s: float = 900.0  # a decoder stuck this long on one song is killed
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compat not in (None, REFERENCE):
+            raise ConfigError(f"compat must be 'reference' or unset, got {self.compat!r}")
+        if self.compat == REFERENCE:
+            if self.segment_seconds != 30.0 or self.hop_seconds not in (None, 30.0):
+                raise ConfigError("--compat reference uses 30 s segments without overlap")
+            if self.precision not in ("auto", "fp32"):
+                raise ConfigError("--compat reference runs in fp32")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.shard_songs < 1:
+            raise ConfigError(f"shard_songs must be >= 1, got {self.shard_songs}")
+        self.segment_config()  # validates lengths
+
+    def segment_config(self) -> SegmentConfig:
+        return SegmentConfig(
+            segment_seconds=self.segment_seconds,
+            hop_seconds=self.hop_seconds,
+            pad_last=self.compat == REFERENCE,
+            max_seconds=self.max_seconds,
+        )
+
+    def n_workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class EmbedProgress:
+    """Passed to ``on_progress`` after every finished, failed or cached song."""
+
+    done: int
+    failed: int
+    skipped: int
+    total: int  # songs this run has to do (after skipping)
+    audio_seconds: float
+    wall_seconds: float
+    last_id: str = ""
+
+
+@dataclass
+class EmbedReport:
+    n_done: int
+    n_failed: int
+    n_skipped: int
+    audio_seconds: float
+    wall_seconds: float
+    failures: list[Failure]
+    n_cached: int = 0  # done songs whose vectors were copied from a song with identical content
+    out_dir: str = ""
+
+    @property
+    def audio_hours_per_second(self) -> float:
+        return self.audio_seconds / 3600.0 / max(self.wall_seconds, 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks shared with the Ray engine and the predictor
+# ---------------------------------------------------------------------------------------------
+
+
+def build_encoder(config: EmbedConfig) -> Encoder:
+    """Load the encoder a config names (reference compat forces fp32 and tells the encoder)."""
+    config.validate()
+    options = dict(config.encoder_options)
+    precision = config.precision
+    if config.compat == REFERENCE:
+        options["compat"] = REFERENCE
+        precision = "fp32"
+    return load_encoder(
+        config.encoder, weights=config.weights, device=config.device, precision=precision, **options
+    )
+
+
+def store_manifest(encoder: Encoder, config: EmbedConfig) -> dict[str, Any]:
+    """The store manifest for vectors made by ``encoder`` under ``config``."""
+    from apexmusic import __version__
+
+    segment = config.segment_config()
+    return {
+        "encoder": encoder.name,
+        "weights": encoder.weights_id,
+        "n_layers": int(encoder.n_layers),
+        "dim": int(encoder.dim),
+        "sample_rate": int(encoder.sample_rate),
+        "segment_seconds": float(segment.segment_seconds),
+        "hop_seconds": float(segment.hop_seconds or segment.segment_seconds),
+        "compat": config.compat,
+        "encoder_settings": encoder.describe(),
+        "pad_last": segment.pad_last,
+        "segment_weighting": "uniform" if config.compat == REFERENCE else "valid_seconds",
+        "code_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def combine_segments(
+    vectors: np.ndarray, valid: np.ndarray, sample_rate: int, compat: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Song-level ``[L, D]`` from segment vectors ``[S, L, D]``; returns (layers, weights).
+
+    Weights are each segment's valid seconds (the reference pipeline: 1 each, a plain mean).
+    """
+    if compat == REFERENCE:
+        weights = np.ones(len(vectors), np.float64)
+    else:
+        weights = np.asarray(valid, np.float64) / float(sample_rate)
+    layers = np.tensordot(weights, vectors.astype(np.float64), axes=(0, 0)) / weights.sum()
+    return layers.astype(np.float32), weights.astype(np.float32)
+
+
+def default_batch_size(encoder: Encoder, config_batch: int | None = None) -> int:
+    return int(config_batch or getattr(encoder, "default_batch_size", 8))
+
+
+def encode_batch(
+    encoder: Encoder, audio: Sequence[np.ndarray], valid: Sequence[int]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Encode segments of possibly different lengths: zero-pad to the longest, pass lengths."""
+    width = max(a.shape[0] for a in audio)
+    batch = np.zeros((len(audio), width), np.float32)
+    for row, a in zip(batch, audio, strict=True):
+        row[: a.shape[0]] = a
+    lengths = np.asarray(valid, np.int64)
+    vectors = np.asarray(encoder.encode(batch, lengths), dtype=np.float32)
+    extras_fn = getattr(encoder, "extras", None)
+    extras = {
+        k: np.asarray(v, np.float32) for k, v in (extras_fn(batch, lengths) if extras_fn else {}).items()
+    }
+    return vectors, extras
+
+
+def _song_embedding(
+    song: Song,
+    sha: str,
+    duration: float,
+    vectors: np.ndarray,
+    valid: np.ndarray,
+    extras: dict[str, np.ndarray],
+    sample_rate: int,
+    compat: str | None,
+) -> SongEmbedding:
+    layers, weights = combine_segments(vectors, valid, sample_rate, compat)
+    song_extras = {
+        k: (weights[:, None] * v.reshape(len(v), -1)).sum(0) / weights.sum() for k, v in extras.items()
+    }
+    return SongEmbedding(
+        id=song.id,
+        path=song.path,
+        sha256=sha,
+        duration_s=float(duration),
+        layers=layers,
+        segments=vectors,
+        segment_weights=weights,
+        extras=song_extras,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory embedding of one song
+# ---------------------------------------------------------------------------------------------
+
+
+class SongEmbedder:
+    """Embed one song at a time in memory (no store): used by ``predict`` and the service."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        segment_config: SegmentConfig | None = None,
+        compat: str | None = None,
+        batch_size: int | None = None,
+    ):
+        segment_config = segment_config or SegmentConfig()
+        if compat == REFERENCE and not segment_config.pad_last:
+            segment_config = SegmentConfig(**{**asdict(segment_config), "pad_last": True})
+        self.encoder = encoder
+        self.segment_config = segment_config
+        self.compat = compat
+        self.batch_size = default_batch_size(encoder, batch_size)
+
+    @classmethod
+    def from_config(cls, config: EmbedConfig) -> SongEmbedder:
+        return cls(build_encoder(config), config.segment_config(), config.compat, config.batch_size)
+
+    def embed_path(self, song: Song) -> SongEmbedding:
+        """Decode, segment and encode one file (streaming). Raises ApexError subclasses."""
+        sha = file_sha256(song.path)
+        stream = iter_segments(song.path, self.encoder.sample_rate, self.segment_config)
+        vectors, valid, extras = self._encode_stream(stream)
+        return _song_embedding(
+            song, sha, stream.duration_s, vectors, valid, extras, self.encoder.sample_rate, self.compat
+        )
+
+    def embed_array(self, audio: np.ndarray, sr: int, id: str = "array", path: str = "") -> SongEmbedding:
+        """Embed in-memory audio (``[T]``, ``[T, C]`` or ``[C, T]``, see ``segment_array``)."""
+        audio = np.asarray(audio)
+        sha = hashlib.sha256(np.ascontiguousarray(audio).tobytes()).hexdigest()
+        segments = segment_array(audio, sr, self.encoder.sample_rate, self.segment_config)
+        vectors, valid, extras = self._encode_stream(iter(segments))
+        duration = audio.shape[0 if audio.ndim == 1 or audio.shape[0] > audio.shape[1] else 1] / sr
+        return _song_embedding(
+            Song(id, path), sha, duration, vectors, valid, extras, self.encoder.sample_rate, self.compat
+        )
+
+    def _encode_stream(self, segments: Iterator[Segment]) -> tuple[np.ndarray, np.ndarray, dict]:
+        vectors: list[np.ndarray] = []
+        valid: list[int] = []
+        extras: dict[str, list[np.ndarray]] = defaultdict(list)
+        pending: list[Segment] = []
+
+        def flush() -> None:
+            out, ex = encode_batch(
+                self.encoder, [s.audio[: s.valid] for s in pending], [s.valid for s in pending]
+            )
+            vectors.extend(out)
+            valid.extend(s.valid for s in pending)
+            for k, v in ex.items():
+                extras[k].extend(v)
+            pending.clear()
+
+        for segment in segments:
+            pending.append(segment)
+            if len(pending) >= self.batch_size:
+                flush()
+        if pending:
+            flush()
+        stacked = np.stack(vectors)
+        _check_finite(stacked)
+        return stacked, np.asarray(valid), {k: np.stack(v) for k, v in extras.items()}
+
+
+def _check_finite(vectors: np.ndarray) -> None:
+    from apexmusic.errors import AudioContentError
+
+    if not np.isfinite(vectors).all():
+        raise AudioContentError("the encoder produced non-finite values for this audio")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding workers
+# ---------------------------------------------------------------------------------------------
+
+
+def _decode_song(
+    idx: int, path: str, sha: str | None, sample_rate: int, segment: SegmentConfig
+) -> Iterator[tuple]:
+    """Messages for one song: ("seg", idx, k, audio, valid)... then ("end", ...) or ("fail", ...)."""
+    try:
+        sha = sha or file_sha256(path)
+        stream = iter_segments(path, sample_rate, segment)
+        k = -1
+        for k, seg in enumerate(stream):
+            yield (
+                "seg",
+                idx,
+                k,
+                seg.audio[: seg.valid] if seg.valid < seg.audio.size else seg.audio,
+                seg.valid,
+            )
+        yield ("end", idx, k + 1, stream.duration_s, sha)
+    except ApexError as exc:
+        yield ("fail", idx, exc.kind, str(exc))
+    except MemoryError:
+        yield ("fail", idx, "content", "out of memory while decoding")
+    except Exception as exc:  # a decoder bug must cost one song, not the run
+        yield ("fail", idx, "decode", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+
+
+def _worker_main(tasks, results, sample_rate: int, segment: SegmentConfig, log_level: int) -> None:
+    """Decoder process: take (idx, path, sha) tasks until None; stream messages to ``results``."""
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    pid = os.getpid()
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        idx, path, sha = task
+        results.put(("start", idx, pid))
+        for message in _decode_song(idx, path, sha, sample_rate, segment):
+            results.put(message)
+
+
+class _WorkerPool:
+    """Decoder processes feeding one bounded queue; replaces processes that crash or hang."""
+
+    def __init__(self, n: int, sample_rate: int, segment: SegmentConfig, queue_size: int, timeout_s: float):
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
+        self.tasks = self.ctx.Queue()
+        self.results = self.ctx.Queue(maxsize=queue_size)
+        self.args = (
+            self.tasks,
+            self.results,
+            sample_rate,
+            segment,
+            logging.getLogger("apexmusic").getEffectiveLevel(),
+        )
+        self.timeout_s = timeout_s
+        self.procs = [self._spawn() for _ in range(n)]
+        self.idle_deaths = 0
+        self.current: dict[int, tuple[int, float]] = {}  # pid -> (song idx, start time)
+
+    def _spawn(self):
+        proc = self.ctx.Process(target=_worker_main, args=self.args, daemon=True)
+        proc.start()
+        return proc
+
+    def submit(self, tasks: list[tuple[int, str, str | None]]) -> None:
+        for task in tasks:
+            self.tasks.put(task)
+
+    def messages(self, is_finished: Callable[[], bool]) -> Iterator[tuple]:
+        while not is_finished():
+            try:
+                message = self.results.get(timeout=0.2)
+            except queue.Empty:
+                yield ("idle",)
+                yield from self._check_workers()
+                continue
+            if message[0] == "start":
+                self.current[message[2]] = (message[1], time.monotonic())
+            elif message[0] in ("end", "fail"):
+                self.current = {p: v for p, v in self.current.items() if v[0] != message[1]}
+            yield message
+
+    def _check_workers(self) -> Iterator[tuple]:
+        now = time.monotonic()
+        for i, proc in enumerate(self.procs):
+            busy = self.current.get(proc.pid)
+            hung = busy is not None and now - busy[1] > self.timeout_s
+            if proc.is_alive() and not hung:
+                continue
+            if hung:
+                proc.kill()
+                proc.join(5)
+            message = (
+                f"decoding took over {self.timeout_s:.0f} s; decoder stopped"
+                if hung
+                else f"decoder process died (exit code {proc.exitcode})"
+            )
+            self.current.pop(proc.pid, None)
+            if busy is not None:
+                yield ("fail", busy[0], "decode", message)
+            else:
+                self.idle_deaths += 1
+                if self.idle_deaths > 2 * len(self.procs):
+                    raise ConfigError(
+                        f"decoder processes keep dying before any work ({message}); try --workers 0"
+                    )
+            log.warning("%s; starting a new decoder process", message)
+            self.procs[i] = self._spawn()
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+        self.results.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+
+
+def _in_process_messages(
+    tasks: list[tuple[int, str, str | None]], sample_rate: int, segment: SegmentConfig
+) -> Iterator[tuple]:
+    for idx, path, sha in tasks:
+        yield from _decode_song(idx, path, sha, sample_rate, segment)
+
+
+# ---------------------------------------------------------------------------------------------
+# The local engine
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SongState:
+    song: Song
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    valid: dict[int, int] = field(default_factory=dict)
+    extras: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    n_segments: int | None = None
+    duration_s: float = 0.0
+    sha256: str = ""
+
+    def complete(self) -> bool:
+        return self.n_segments is not None and len(self.vectors) == self.n_segments
+
+
+class _Run:
+    """One ``embed_inputs`` call: batching across songs, assembling, writing, reporting."""
+
+    def __init__(
+        self,
+        songs: list[Song],
+        store: EmbeddingStore,
+        encoder: Encoder,
+        config: EmbedConfig,
+        n_skipped: int,
+        on_progress: Callable[[EmbedProgress], None] | None,
+    ):
+        self.songs = songs
+        self.store = store
+        self.encoder = encoder
+        self.config = config
+        self.segment = config.segment_config()
+        self.full_samples = self.segment.segment_samples(encoder.sample_rate)
+        self.batch_size = default_batch_size(encoder, config.batch_size)
+        self.on_progress = on_progress
+        self.start = time.monotonic()
+        self.states: dict[int, _SongState] = {}
+        self.batches: dict[bool, list[tuple[int, int, np.ndarray, int]]] = {True: [], False: []}
+        self.copies: dict[int, list[int]] = defaultdict(list)  # primary idx -> duplicate idxs
+        self.buffer: list[SongEmbedding] = []
+        self.last_flush = time.monotonic()
+        self.failures: list[Failure] = []
+        self.n_done = self.n_cached = 0
+        self.n_skipped = n_skipped
+        self.audio_seconds = 0.0
+        self.resolved = 0
+
+    # ---- main loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        tasks = self._plan()
+        self._progress("")
+        if not tasks:
+            return
+        n_workers = min(self.config.n_workers(), len(tasks))
+        if n_workers == 0:
+            self._consume(_in_process_messages(tasks, self.encoder.sample_rate, self.segment))
+        else:
+            queue_size = max(4, 2 * self.batch_size + 2 * n_workers)
+            pool = _WorkerPool(
+                n_workers, self.encoder.sample_rate, self.segment, queue_size, self.config.decode_timeout_s
+            )
+            try:
+                pool.submit(tasks)
+                self._consume(pool.messages(lambda: self.resolved >= len(self.songs)))
+            finally:
+                pool.close()
+        self._flush_writes()
+
+    def _plan(self) -> list[tuple[int, str, str | None]]:
+        """Decode tasks, one per distinct content; duplicates wait for their primary's vectors."""
+        hashes = _hash_size_collisions([s.path for s in self.songs])
+        owner: dict[str, int] = {}
+        tasks = []
+        for idx, song in enumerate(self.songs):
+            sha = hashes.get(idx)
+            if sha is not None and sha in owner:
+                self.copies[owner[sha]].append(idx)
+                continue
+            if sha is not None:
+                owner[sha] = idx
+            self.states[idx] = _SongState(song)
+            tasks.append((idx, song.path, sha))
+        if self.copies:
+            log.info(
+                "%d songs share content with another input; decoding each content once",
+                sum(map(len, self.copies.values())),
+            )
+        return tasks
+
+    def _consume(self, messages: Iterator[tuple]) -> None:
+        for message in messages:
+            kind = message[0]
+            if kind == "seg":
+                self._add_segment(*message[1:])
+            elif kind == "end":
+                self._end_song(*message[1:])
+            elif kind == "fail":
+                self._fail(message[1], message[2], message[3])
+            elif kind == "idle":
+                self._run_batches(partial=True)
+            if self.buffer and time.monotonic() - self.last_flush > _FLUSH_SECONDS:
+                self._flush_writes()
+        self._run_batches(partial=True)
+
+    # ---- segments and batches ---------------------------------------------------------------
+    def _add_segment(self, idx: int, k: int, audio: np.ndarray, valid: int) -> None:
+        if idx not in self.states:
+            return  # the song already failed
+        full = audio.shape[0] == self.full_samples
+        bucket = self.batches[full]
+        bucket.append((idx, k, audio, valid))
+        if len(bucket) >= self.batch_size:
+            self._run_batch(full)
+
+    def _run_batches(self, partial: bool) -> None:
+        for full in (True, False):
+            if self.batches[full] and (partial or len(self.batches[full]) >= self.batch_size):
+                self._run_batch(full)
+
+    def _run_batch(self, full: bool) -> None:
+        items = [it for it in self.batches[full] if it[0] in self.states]
+        self.batches[full] = []
+        if not items:
+            return
+        try:
+            vectors, extras = encode_batch(self.encoder, [it[2] for it in items], [it[3] for it in items])
+        except Exception as exc:  # isolate the segment that breaks the encoder
+            if len(items) == 1:
+                self._fail(items[0][0], "encode", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+                return
+            log.warning("a batch of %d failed in the encoder (%s); retrying one by one", len(items), exc)
+            for item in items:
+                self.batches[full] = [item]
+                self._run_batch(full)
+            return
+        touched = []
+        for row, (idx, k, _audio, valid) in enumerate(items):
+            state = self.states.get(idx)
+            if state is None:
+                continue
+            if not np.isfinite(vectors[row]).all():
+                self._fail(idx, "content", "the encoder produced non-finite values for this audio")
+                continue
+            state.vectors[k] = vectors[row]
+            state.valid[k] = valid
+            state.extras[k] = {name: values[row] for name, values in extras.items()}
+            touched.append(idx)
+        for idx in dict.fromkeys(touched):
+            self._maybe_finish(idx)
+
+    # ---- songs -------------------------------------------------------------------------
+    def _end_song(self, idx: int, n_segments: int, duration_s: float, sha: str) -> None:
+        state = self.states.get(idx)
+        if state is None:
+            return
+        state.n_segments, state.duration_s, state.sha256 = n_segments, duration_s, sha
+        self._maybe_finish(idx)
+
+    def _maybe_finish(self, idx: int) -> None:
+        state = self.states.get(idx)
+        if state is None or not state.complete():
+            return
+        del self.states[idx]
+        order = sorted(state.vectors)
+        vectors = np.stack([state.vectors[k] for k in order])
+        valid = np.asarray([state.valid[k] for k in order])
+        extras = {name: np.stack([state.extras[k][name] for k in order]) for name in state.extras[order[0]]}
+        embedding = _song_embedding(
+            state.song,
+            state.sha256,
+            state.duration_s,
+            vectors,
+            valid,
+            extras,
+            self.encoder.sample_rate,
+            self.config.compat,
+        )
+        self._done(embedding, cached=False)
+        for dup in self.copies.pop(idx, []):
+            song = self.songs[dup]
+            self._done(
+                SongEmbedding(
+                    song.id,
+                    song.path,
+                    embedding.sha256,
+                    embedding.duration_s,
+                    embedding.layers,
+                    embedding.segments,
+                    embedding.segment_weights,
+                    dict(embedding.extras),
+                ),
+                cached=True,
+            )
+
+    def _done(self, embedding: SongEmbedding, cached: bool) -> None:
+        self.buffer.append(embedding)
+        self.n_done += 1
+        self.n_cached += cached
+        self.audio_seconds += embedding.duration_s
+        self.resolved += 1
+        if len(self.buffer) >= self.config.shard_songs:
+            self._flush_writes()
+        self._progress(embedding.id)
+
+    def _fail(self, idx: int, kind: str, message: str) -> None:
+        state = self.states.pop(idx, None)
+        if state is None:
+            return
+        self._record_failure(state.song, kind, message)
+        for dup in self.copies.pop(idx, []):
+            self._record_failure(self.songs[dup], kind, f"same content as {state.song.id}: {message}")
+
+    def _record_failure(self, song: Song, kind: str, message: str) -> None:
+        failure = Failure(song.id, song.path, kind, message)
+        self.store.record_failure(failure)
+        self.failures.append(failure)
+        self.resolved += 1
+        log.info("failed %s: %s: %s", song.id, kind, message)
+        self._progress(song.id)
+
+    def _flush_writes(self) -> None:
+        if self.buffer:
+            self.store.write(self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def _progress(self, last_id: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(
+                EmbedProgress(
+                    self.n_done,
+                    len(self.failures),
+                    self.n_skipped,
+                    len(self.songs),
+                    self.audio_seconds,
+                    time.monotonic() - self.start,
+                    last_id,
+                )
+            )
+
+
+def _hash_size_collisions(paths: Sequence[str]) -> dict[int, str]:
+    """SHA-256 of the files whose byte size equals another input's (only they can be duplicates)."""
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for idx, path in enumerate(paths):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            continue
+        if size > 0:
+            by_size[size].append(idx)
+    hashes: dict[int, str] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        for idx in group:
+            try:
+                hashes[idx] = file_sha256(paths[idx])
+            except (ApexError, OSError):
+                continue
+    return hashes
+
+
+def embed_inputs(
+    songs: list[Song],
+    out_dir: str | Path,
+    config: EmbedConfig | None = None,
+    on_progress: Callable[[EmbedProgress], None] | None = None,
+) -> EmbedReport:
+    """Embed ``songs`` into the store at ``out_dir`` (created, or continued under ``config.resume``).
+
+    Per-song problems never raise: they become ``failures.jsonl`` lines and ``report.failures``.
+    Raises ConfigError / StoreError / ModelLoadError for problems with the run itself.
+    """
+    config = config or EmbedConfig()
+    config.validate()
+    encoder = build_encoder(config)
+    store = EmbeddingStore.create(out_dir, store_manifest(encoder, config), resume=config.resume)
+    done = store.done_ids() if config.resume else set()
+    todo = [s for s in songs if s.id not in done]
+    n_skipped = len(songs) - len(todo)
+    if n_skipped:
+        log.info("resume: %d of %d songs are already in %s", n_skipped, len(songs), out_dir)
+    run = _Run(todo, store, encoder, config, n_skipped, on_progress)
+    run.run()
+    wall = time.monotonic() - run.start
+    report = EmbedReport(
+        run.n_done,
+        len(run.failures),
+        n_skipped,
+        run.audio_seconds,
+        wall,
+        run.failures,
+        run.n_cached,
+        str(out_dir),
+    )
+    store.update_manifest(
+        last_run={
+            "songs_done": report.n_done,
+            "songs_failed": report.n_failed,
+            "songs_skipped": report.n_skipped,
+            "songs_cached": report.n_cached,
+            "audio_seconds": round(report.audio_seconds, 3),
+            "wall_seconds": round(wall, 3),
+            "workers": config.n_workers(),
+            "batch_size": run.batch_size,
+            "device": config.device,
+            "precision": config.precision,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    return report
