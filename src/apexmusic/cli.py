@@ -83,7 +83,334 @@ def _progress_bar(total: int | None, desc: str, unit: str = "song"):
 # === embed (issue 2) ===
 
 
+@_command
+def _add_embed(sub):
+    p = sub.add_parser(
+        "embed",
+        help="turn songs (files, folders, globs, manifests) into an embedding store",
+        description="Decode, segment and encode songs into DIR (Parquet shards, manifest.json, "
+        "failures.jsonl). Songs that fail are logged in failures.jsonl and the rest are kept.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, globs or manifests")
+    p.add_argument("--out", required=True, metavar="DIR", help="embedding store folder")
+    p.add_argument("--encoder", default="handcrafted", help="handcrafted (default), mert-v1-95m, mert-v1-330m, ...")
+    p.add_argument("--weights", help="PATH, HUB_ID or 'random' (timing and tests only)")
+    p.add_argument("--segment-seconds", type=float, default=30.0, help="segment length (default 30)")
+    p.add_argument("--hop-seconds", type=float, default=None, help="segment hop (default: no overlap)")
+    p.add_argument("--batch-size", type=int, default=None, help="segments per encoder call")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
+    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")
+    p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
+    p.add_argument("--workers", type=int, default=None, help="decoder processes (0: decode in-process)")
+    p.add_argument(
+        "--max-seconds", type=float, default=3600.0, help="fail songs longer than this (default 3600)"
+    )
+    p.set_defaults(handler=_cmd_embed)
+
+
+def _cmd_embed(args) -> int:
+    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.sources import resolve_inputs
+
+    config = EmbedConfig(
+        encoder=args.encoder,
+        weights=args.weights,
+        segment_seconds=args.segment_seconds,
+        hop_seconds=args.hop_seconds,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        compat=args.compat,
+        workers=args.workers,
+        resume=args.resume,
+        max_seconds=args.max_seconds if args.max_seconds and args.max_seconds > 0 else None,
+    )
+    config.validate()
+    songs = resolve_inputs(args.inputs)
+    with _progress_bar(len(songs), "embed") as bar:
+
+        def on_progress(p) -> None:
+            bar.n = p.done + p.failed + p.skipped
+            wall = max(p.wall_seconds, 1e-9)
+            bar.set_postfix_str(
+                f"{p.done / wall:.2f} songs/s, {p.audio_seconds / 3600 / wall:.3f} audio-h/s, {p.failed} failed",
+                refresh=False,
+            )
+            bar.refresh()
+
+        if args.engine == "ray":
+            report = _embed_ray(songs, args, config, on_progress)
+        else:
+            report = embed_inputs(songs, args.out, config, on_progress=on_progress)
+    for failure in report.failures:
+        print(f"apexmusic: failed {failure.id} ({failure.path}): {failure.kind}: {failure.message}", file=sys.stderr)
+    wall = max(report.wall_seconds, 1e-9)
+    print(
+        f"embedded {report.n_done} songs ({report.audio_seconds / 3600:.2f} h of audio) in {wall:.1f} s: "
+        f"{report.n_done / wall:.2f} songs/s, {report.audio_seconds / 3600 / wall:.3f} audio-h/s; "
+        f"{report.n_failed} failed, {report.n_skipped} already done, {report.n_cached} from the content cache "
+        f"-> {args.out}"
+    )
+    if report.n_failed:
+        print(f"apexmusic: {report.n_failed} songs failed; see {args.out}/failures.jsonl", file=sys.stderr)
+    return EXIT_PARTIAL if report.n_failed else EXIT_OK
+
+
+def _embed_ray(songs, args, config, on_progress):
+    from apexmusic.errors import ConfigError
+
+    try:
+        from apexmusic.distributed import embed_inputs_ray
+    except ImportError as exc:
+        raise ConfigError(f"ray engine unavailable: {exc}") from exc
+    return embed_inputs_ray(songs, args.out, config, on_progress=on_progress, ray_address=args.ray_address)
+
+
 # === train / evaluate / grid / import-reference (issue 3) ===
+
+
+def _add_training_args(p, grid: bool = False) -> None:
+    """Flags shared by `train` and `grid` (defaults are the published recipe, TrainConfig)."""
+    from apexmusic.train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--embeddings", required=True, help="embedding store folder (apexmusic embed --out)")
+    p.add_argument(
+        "--labels",
+        required=True,
+        nargs="+",
+        help="labels file(s): CSV/JSON/JSONL/Parquet; several files are merged by id",
+    )
+    p.add_argument("--out", required=True, help="output folder" if grid else "model directory to write")
+    p.add_argument(
+        "--preset",
+        default="auto",
+        choices=["auto", "suno", "udio", "plain", "songeval"],
+        help="labels column mapping (default: detect from the columns)",
+    )
+    if not grid:
+        p.add_argument("--task", default=d.task, choices=["full", "popularity"])
+        p.add_argument("--loss", default=d.loss, choices=["equal", "weighted", "uncertainty"])
+        p.add_argument("--shared", default=d.shared, type=int, choices=[2, 3])
+        p.add_argument("--mode", default=d.mode, choices=["song", "segment"])
+    p.add_argument(
+        "--mixing",
+        default=d.mixing,
+        choices=["reference", "mean", "learned"],
+        help="how stored hidden states become one vector (default: learned)",
+    )
+    p.add_argument("--split", default=d.split, choices=["random", "creator", "time"])
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
+    p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
+    p.add_argument(
+        "--popularity-exponent",
+        type=float,
+        default=1.0,
+        help="power applied to the within-platform percentile (docs/training.md)",
+    )
+    p.add_argument(
+        "--cohort",
+        default="none",
+        choices=["none", "week", "month"],
+        help="take popularity percentiles within creation-time cohorts",
+    )
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=200 if grid else d.n_boot,
+        help="bootstrap resamples for the 95%% intervals",
+    )
+
+
+def _train_config(args, **overrides):
+    from apexmusic.train import TrainConfig
+
+    values = dict(
+        mixing=args.mixing,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        standardize=not args.no_standardize,
+        n_boot=args.n_boot,
+    )
+    for key in ("task", "loss", "shared", "mode"):
+        if hasattr(args, key):
+            values[key] = getattr(args, key)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _popularity_config(args):
+    from apexmusic.targets import PopularityConfig
+
+    return PopularityConfig(exponent=args.popularity_exponent, cohort=args.cohort)
+
+
+@_command
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a scoring model on an embedding store and labels")
+    _add_training_args(p)
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from pathlib import Path
+
+    from apexmusic.data import load_dataset
+    from apexmusic.train import save_training_outputs, train
+
+    config = _train_config(args)
+    dataset = load_dataset(
+        args.embeddings,
+        args.labels,
+        config.tasks,
+        args.preset,
+        _popularity_config(args),
+        with_segments=config.mode == "segment",
+    )
+    print(
+        f"{len(dataset)} labelled songs ({dataset.n_unlabelled} without labels skipped, "
+        f"{dataset.n_missing_songs} label rows without a song)",
+        file=sys.stderr,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _progress_bar(config.epochs, "train", unit="epoch") as bar:
+
+        def progress(record: dict) -> None:
+            val = record.get("val_loss", float("nan"))
+            bar.set_postfix(loss=f"{record['train_loss']:.3g}", val=f"{val:.3g}")
+            bar.update(1)
+
+        result = train(dataset, config, log_path=out / "train_log.jsonl", on_progress=progress)
+    save_training_outputs(result, out)
+    print(
+        f"model {result.model.model_id} -> {out} ({len(result.history)} epochs, best {result.best_epoch}, "
+        f"{result.seconds:.1f} s)"
+    )
+    if result.evaluation:
+        for task, rho in result.evaluation.summary().items():
+            print(f"  {task:14s} held-out Spearman {rho:.3f}")
+    return EXIT_OK
+
+
+@_command
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="held-out metrics of a model on labelled embeddings")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--embeddings", required=True, help="embedding store folder")
+    p.add_argument("--labels", required=True, nargs="+", help="labels file(s)")
+    p.add_argument("--out", required=True, help="folder for metrics.json, rankings.json, per_platform.json")
+    p.add_argument("--preset", default="auto", choices=["auto", "suno", "udio", "plain", "songeval"])
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument(
+        "--popularity-exponent",
+        type=float,
+        default=None,
+        help="default: the exponent the model was trained with",
+    )
+    p.add_argument("--cohort", default=None, choices=["none", "week", "month"])
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from apexmusic.data import load_dataset
+    from apexmusic.metrics import write_evaluation
+    from apexmusic.model import ScoringModel
+    from apexmusic.targets import PopularityConfig
+    from apexmusic.train import evaluate_model
+
+    model = ScoringModel.from_pretrained(args.model)
+    trained = (model.targets or {}).get("popularity") or {}
+    popularity = PopularityConfig(
+        exponent=args.popularity_exponent or trained.get("exponent", 1.0),
+        cohort=args.cohort or trained.get("cohort"),
+    )
+    dataset = load_dataset(
+        args.embeddings,
+        args.labels,
+        model.tasks,
+        args.preset,
+        popularity,
+        with_segments=model.training.get("mode") == "segment",
+    )
+    evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
+    path = write_evaluation(evaluation, args.out)
+    print(f"{len(dataset)} songs evaluated -> {path}")
+    for task, m in evaluation.metrics.items():
+        lo, hi = m.get("spearman_ci_low", float("nan")), m.get("spearman_ci_high", float("nan"))
+        print(
+            f"  {task:14s} n={m['n']:5d}  Spearman {m['spearman']:.3f} [{lo:.3f}, {hi:.3f}]  "
+            f"MAE {m['mae']:.3f}  R2 {m['r2']:.3f}"
+        )
+    return EXIT_OK
+
+
+@_command
+def _add_grid(sub):
+    p = sub.add_parser("grid", help="the 24 published conditions (mode x task x loss x shared depth)")
+    _add_training_args(p, grid=True)
+    p.set_defaults(handler=_cmd_grid)
+
+
+def _cmd_grid(args) -> int:
+    from apexmusic.data import load_dataset
+    from apexmusic.train import run_grid
+
+    base = _train_config(args)
+    dataset = load_dataset(
+        args.embeddings, args.labels, base.tasks, args.preset, _popularity_config(args), with_segments=True
+    )
+    with _progress_bar(24, "grid", unit="condition") as bar:
+        rows = run_grid(dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1))
+    print(f"{len(rows)} conditions -> {args.out}/grid.csv, {args.out}/grid.md")
+    return EXIT_OK
+
+
+@_command
+def _add_import_reference(sub):
+    p = sub.add_parser("import-reference", help="convert the reference best_model.pt into a model directory")
+    p.add_argument("checkpoint", help="best_model.pt of the reference implementation")
+    p.add_argument("model_dir", help="model directory to write")
+    p.add_argument(
+        "--n-layers",
+        type=int,
+        default=13,
+        choices=[1, 13],
+        help="13: take MERT hidden states of a --compat reference store and mix them as the "
+        "reference does (default); 1: take the already-mixed 768-d vector",
+    )
+    p.set_defaults(handler=_cmd_import_reference)
+
+
+def _cmd_import_reference(args) -> int:
+    from apexmusic.model import import_reference_checkpoint
+
+    model = import_reference_checkpoint(args.checkpoint, n_layers=args.n_layers)
+    model.save_pretrained(args.model_dir)
+    print(
+        f"imported {args.checkpoint} ({len(model.tasks)} tasks, shared {model.config.shared}) "
+        f"-> {args.model_dir} as {model.model_id}"
+    )
+    return EXIT_OK
 
 
 # === predict / compare / serve (issue 5) ===

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apexmusic.compat import REFERENCE_LAYERS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.tasks import ALL_TASKS, TASKS
 
@@ -67,7 +68,7 @@ class HeadConfig:
     branch_dropout: float = 0.1
     standardize: bool = True
     # Reference mix over a multi-layer store: which hidden states the fixed conv reads.
-    reference_layers: tuple[int, ...] = (2, 5, 8, 12)
+    reference_layers: tuple[int, ...] = REFERENCE_LAYERS
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -104,14 +105,32 @@ class HeadConfig:
 # ---- the published per-head layout ----------------------------------------------------------
 
 
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU masks come from 16-bit random draws (four per RNG call).
+
+    PyTorch's CPU ``bernoulli_`` costs ~6 ns per element, a quarter of a training step of this
+    head. Here each element is kept when a uniform 16-bit integer clears ``round(p·65536)``, so
+    the drop probability is ``p`` to within 2⁻¹⁶ and the scale is ``1 / (1 - p_effective)``,
+    keeping the expectation exact. On CUDA, and in eval mode, it is ``nn.Dropout`` itself.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        cut = round(self.p * 65536)
+        n_words = -(-x.numel() // 4)
+        bits = torch.empty(n_words, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)
+        keep = bits[: x.numel()].view(x.shape) >= cut - 32768
+        return x * (keep.to(x.dtype) * (65536.0 / (65536 - cut)))
+
+
 class Block(nn.Module):
     """Linear → BatchNorm1d → GELU → Dropout, named ``block.{0,1,2,3}`` as in the reference."""
 
-    def __init__(self, n_in: int, n_out: int, dropout: float):
+    def __init__(self, n_in: int, n_out: int, dropout: float, fast_dropout: bool = False):
         super().__init__()
-        self.block = nn.Sequential(
-            nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.GELU(), nn.Dropout(dropout)
-        )
+        drop = FastDropout(dropout) if fast_dropout else nn.Dropout(dropout)
+        self.block = nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.GELU(), drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -127,9 +146,10 @@ class Branch(nn.Module):
         return self.branch(x)
 
 
-def make_trunk(config: HeadConfig) -> nn.Sequential:
+def make_trunk(config: HeadConfig, fast_dropout: bool = False) -> nn.Sequential:
     dims = (config.dim, *config.trunk_dims)
-    return nn.Sequential(*[Block(dims[i], dims[i + 1], config.trunk_dropout) for i in range(len(dims) - 1)])
+    p = config.trunk_dropout
+    return nn.Sequential(*[Block(dims[i], dims[i + 1], p, fast_dropout) for i in range(len(dims) - 1)])
 
 
 class ReferenceHead(nn.Module):
@@ -167,7 +187,7 @@ class FusedHead(nn.Module):
         n_tasks, (a, b) = len(config.tasks), BRANCH_DIMS
         n_in = config.trunk_dims[-1]
         self.tasks = config.tasks
-        self.shared = make_trunk(config)
+        self.shared = make_trunk(config, fast_dropout=True)
         self.w1 = nn.Parameter(torch.empty(n_tasks * a, n_in))
         self.b1 = nn.Parameter(torch.empty(n_tasks * a))
         self.bn1 = nn.BatchNorm1d(n_tasks * a)
@@ -177,8 +197,8 @@ class FusedHead(nn.Module):
         self.w3 = nn.Parameter(torch.empty(n_tasks, b))
         self.b3 = nn.Parameter(torch.empty(n_tasks))
         self.act = nn.GELU()
-        self.drop1 = nn.Dropout(config.branch_dropout)
-        self.drop2 = nn.Dropout(config.branch_dropout)
+        self.drop1 = FastDropout(config.branch_dropout)
+        self.drop2 = FastDropout(config.branch_dropout)
         self.load_published_state_dict(reference.state_dict())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +209,7 @@ class FusedHead(nn.Module):
         h = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2.transpose(1, 2))  # [T, N, b]
         h = h.transpose(0, 1).reshape(-1, n_tasks * b)  # [N, T·b]
         h = self.drop2(self.act(self.bn2(h))).view(-1, n_tasks, b)
-        return torch.einsum("ntb,tb->nt", h, self.w3) + self.b3
+        return (h * self.w3).sum(-1) + self.b3
 
     def published_state_dict(self) -> dict[str, torch.Tensor]:
         return unfuse_state_dict(self.state_dict(), self.tasks)
@@ -251,10 +271,8 @@ def unfuse_state_dict(fused: dict[str, torch.Tensor], tasks: tuple[str, ...]) ->
 
 def reference_mix_weights(n_layers: int, reference_layers: tuple[int, ...]) -> tuple[torch.Tensor, float]:
     """The reference pipeline's fixed Conv1d(4→1) as per-layer weights ``[L]`` and a bias."""
-    try:
-        from apexmusic.compat import reference_conv_weights
-    except ImportError as exc:  # pragma: no cover - compat lands with the MERT encoder
-        raise ConfigError("reference mixing over several layers needs apexmusic.compat") from exc
+    from apexmusic.compat import reference_conv_weights
+
     weight, bias = reference_conv_weights()
     weight = torch.as_tensor(np.asarray(weight, dtype=np.float32)).reshape(-1)
     if weight.numel() != len(reference_layers):
@@ -621,3 +639,82 @@ def render_model_card(model: ScoringModel) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "–"
+
+
+# ---- the reference implementation's checkpoints ------------------------------------------------
+
+REFERENCE_CHECKPOINT_KEYS = ("model_state", "task", "shared", "mode", "epoch", "val_loss")
+REFERENCE_ENCODER_SPEC: dict[str, Any] = {
+    "name": "mert-v1-95m",
+    "weights": "m-a-p/MERT-v1-95M",
+    "segment_seconds": 30.0,
+    "hop_seconds": None,
+    "compat": "reference",
+    "n_layers": 13,
+    "dim": 768,
+    "sample_rate": 24000,
+}
+
+
+def import_reference_checkpoint(
+    path: str | Path, n_layers: int = 13, encoder_spec: dict[str, Any] | None = None
+) -> ScoringModel:
+    """Convert the reference's ``best_model.pt`` into a :class:`ScoringModel`.
+
+    The file is read with ``torch.load(weights_only=True)`` (tensors and plain containers
+    only). The model gets ``reference`` mixing and no standardisation, as the reference had
+    none: with ``n_layers=13`` it takes the 13 MERT hidden states of a ``--compat reference``
+    store and applies the reference's fixed Conv1d over layers 2, 5, 8, 12 itself; with
+    ``n_layers=1`` it takes the already-mixed 768-d vector.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path} not found") from exc
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ModelLoadError(f"cannot load {path} safely as a reference checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state"), dict):
+        raise ModelLoadError(f"{path} is not a reference checkpoint (needs a dict with 'model_state')")
+    state = {k: v for k, v in ckpt["model_state"].items() if isinstance(v, torch.Tensor)}
+    tasks = tuple(t for t in ALL_TASKS if f"branch_{t}.branch.2.weight" in state)
+    n_shared = len({k.split(".")[1] for k in state if k.startswith("shared.")})
+    if not tasks or n_shared not in TRUNK_DIMS or "shared.0.block.0.weight" not in state:
+        raise ModelLoadError(f"{path}: unrecognised state dict (tasks {tasks}, {n_shared} shared layers)")
+    if "shared" in ckpt and int(ckpt["shared"]) != n_shared:
+        raise ModelLoadError(f"{path}: 'shared'={ckpt['shared']} but the weights have {n_shared} layers")
+    dim = int(state["shared.0.block.0.weight"].shape[1])
+    config = HeadConfig(
+        tasks=tasks, shared=n_shared, n_layers=n_layers, dim=dim, mixing="reference", standardize=False
+    )
+    net = ApexNet(config)
+    unexpected = [k for k in state if not k.startswith(("shared.", "branch_"))]
+    if unexpected:
+        raise ModelLoadError(f"{path}: unexpected weights {unexpected[:5]}")
+    try:
+        net.head.load_published_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: weights do not fit the published layout: {exc}") from exc
+    net.eval()
+    info = {k: _plain(ckpt.get(k)) for k in REFERENCE_CHECKPOINT_KEYS if k != "model_state"}
+    spec = {**REFERENCE_ENCODER_SPEC, "n_layers": n_layers, "dim": dim, **(encoder_spec or {})}
+    return ScoringModel(
+        net=net,
+        encoder_spec=spec,
+        targets={"popularity": "reference implementation (percentile within platform, power transform)"},
+        training={**info, "source": str(path.name), "mixing": "reference"},
+        card={
+            "title": "APEX reference checkpoint (imported)",
+            "source": f"import-reference {path.name}",
+            "data": {
+                "training data": "as trained by the reference implementation",
+                **{k: v for k, v in info.items() if v is not None},
+            },
+        },
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)

@@ -1,0 +1,580 @@
+"""Labels in: metadata tables and rater records → per-song targets joined to an embedding store.
+
+Readers take CSV, JSON (a list of objects), JSONL or Parquet. A :class:`ColumnMap` says which
+columns hold what; presets cover Suno exports, Udio exports, the plain table the simulated
+corpus writes, and SongEval per-rater records. ``preset="auto"`` picks the preset from the
+column names when exactly one fits.
+
+Targets are always the seven task columns of :data:`apexmusic.tasks.ALL_TASKS` (NaN where a
+song has no such label); popularity counts become 0–100 scores via :mod:`apexmusic.targets`
+over the whole table (the platform's population), before any join or split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apexmusic.errors import ConfigError, DataError
+from apexmusic.store import StoreData
+from apexmusic.targets import PopularityConfig, aggregate_ratings, popularity_score
+from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("random", "creator", "time")
+
+
+@dataclass
+class ColumnMap:
+    """Which column holds what. Tuples list candidates; the first present column is used."""
+
+    id: tuple[str, ...] = ("id",)
+    plays: tuple[str, ...] = ("plays",)
+    likes: tuple[str, ...] = ("likes",)
+    platform: tuple[str, ...] = ("platform",)
+    creator: tuple[str, ...] = ("creator",)
+    created_at: tuple[str, ...] = ("created_at",)
+    created_at_unit: str = "auto"  # auto | s | ms | iso
+    platform_name: str = ""  # platform of every row when there is no platform column
+    # task -> candidate columns (matched case-insensitively)
+    aesthetics: dict[str, tuple[str, ...]] = field(default_factory=lambda: {t: (t,) for t in AESTHETIC_TASKS})
+    path: tuple[str, ...] = ("path",)
+    keep: tuple[str, ...] = ()  # extra columns carried along as metadata
+
+
+PRESETS: dict[str, ColumnMap] = {
+    "suno": ColumnMap(
+        id=("song_id", "id"),
+        plays=("play_count",),
+        likes=("upvote_count",),
+        creator=("user_id",),
+        created_at=("created_at",),
+        created_at_unit="ms",
+        platform_name="suno",
+        aesthetics={},
+        path=("audio_url", "path"),
+        keep=("model_version", "tags", "title", "duration"),
+    ),
+    "udio": ColumnMap(
+        id=("id", "song_id"),
+        plays=("plays", "play_count"),
+        likes=("likes", "like_count"),
+        creator=("user_id", "artist", "creator"),
+        created_at=("created_at",),
+        platform_name="udio",
+        aesthetics={},
+        keep=("tags", "title", "duration"),
+    ),
+    "plain": ColumnMap(keep=("style",)),
+}
+SONGEVAL_DIMENSIONS = {task: task.capitalize() for task in AESTHETIC_TASKS}
+
+
+@dataclass
+class LabelTable:
+    """Per-song targets ``[N, 7]`` (columns ``ALL_TASKS``, NaN = no label) and metadata."""
+
+    ids: list[str]
+    targets: np.ndarray
+    platform: np.ndarray  # object [N]
+    creator: np.ndarray  # object [N], None when unknown
+    created_at: np.ndarray  # float64 seconds since the epoch, NaN when unknown
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # raw counts, rater sd, ...
+    source: str = ""
+    popularity: dict[str, Any] = field(default_factory=dict)  # the PopularityConfig used
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> LabelTable:
+        index = np.asarray(index, dtype=np.int64)
+        return LabelTable(
+            ids=[self.ids[i] for i in index],
+            targets=self.targets[index],
+            platform=self.platform[index],
+            creator=self.creator[index],
+            created_at=self.created_at[index],
+            extra={k: v[index] for k, v in self.extra.items()},
+            source=self.source,
+            popularity=self.popularity,
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {task: int(np.isfinite(self.targets[:, i]).sum()) for i, task in enumerate(ALL_TASKS)}
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV / JSON / JSONL / Parquet file as dicts (CSV cells stay strings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file {path} not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            import csv
+
+            with path.open(newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        if suffix == ".jsonl":
+            with path.open(encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.strip()]
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                data = next((v for v in data.values() if isinstance(v, list)), None)
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON list of objects")
+            return data
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    raise DataError(f"{path}: unsupported labels format {suffix!r} (csv, json, jsonl, parquet)")
+
+
+def detect_preset(columns: set[str]) -> str:
+    """The one preset whose signature columns are present, else a ConfigError."""
+    lower = {c.lower() for c in columns}
+    found = []
+    if "annotation" in lower:
+        found.append("songeval")
+    if {"play_count", "upvote_count"} & lower and {"song_id", "user_id"} & lower:
+        found.append("suno")
+    has_counts = bool({"plays", "likes"} & lower)
+    has_plain_extras = "platform" in lower or bool(set(AESTHETIC_TASKS) & lower)
+    if has_counts and has_plain_extras or (not has_counts and set(AESTHETIC_TASKS) & lower):
+        found.append("plain")
+    elif has_counts:
+        found.append("udio")
+    if len(found) != 1:
+        raise ConfigError(
+            f"cannot tell the labels format from columns {sorted(columns)[:12]} "
+            f"(matches {found or 'none'}); pass --preset suno|udio|plain|songeval"
+        )
+    return found[0]
+
+
+def load_labels(
+    path: str | Path,
+    preset: str = "auto",
+    column_map: ColumnMap | None = None,
+    popularity: PopularityConfig | None = None,
+) -> LabelTable:
+    """Read a labels file into a :class:`LabelTable` (popularity counts → 0–100 scores)."""
+    records = read_records(path)
+    if not records:
+        raise DataError(f"{path} holds no rows")
+    columns = set().union(*(r.keys() for r in records[:200]))
+    if column_map is None:
+        preset = detect_preset(columns) if preset == "auto" else preset
+        if preset == "songeval":
+            return songeval_labels(records, source=str(path))
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {[*PRESETS, 'songeval', 'auto']}")
+        column_map = PRESETS[preset]
+    popularity = popularity or PopularityConfig()
+    table = table_labels(records, column_map, popularity)
+    table.source = f"{path} ({preset})"
+    table.popularity = asdict(popularity)
+    log.info("read %d label rows from %s as %s: %s", len(table), path, preset, table.counts())
+    return table
+
+
+def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: PopularityConfig) -> LabelTable:
+    columns = set().union(*(r.keys() for r in records))
+    pick = _column_picker(columns)
+    id_col = pick(cmap.id)
+    if id_col is None:
+        raise DataError(f"no id column (tried {list(cmap.id)}) among {sorted(columns)[:12]}")
+    ids = [_clean_id(r.get(id_col)) for r in records]
+    keep_rows = [i for i, song_id in enumerate(ids) if song_id]
+    if len(keep_rows) < len(records):
+        log.warning("%d label rows without an id skipped", len(records) - len(keep_rows))
+    records = [records[i] for i in keep_rows]
+    ids = [ids[i] for i in keep_rows]
+    _check_unique_ids(ids)
+
+    def numbers(col: str | None) -> np.ndarray:
+        if col is None:
+            return np.full(len(records), np.nan)
+        return np.array([_to_float(r.get(col)) for r in records])
+
+    platform_col, creator_col = pick(cmap.platform), pick(cmap.creator)
+    platform = np.array(
+        [
+            str(r.get(platform_col) or cmap.platform_name) if platform_col else cmap.platform_name
+            for r in records
+        ],
+        dtype=object,
+    )
+    creator = np.array(
+        [_clean_id(r.get(creator_col)) if creator_col else None for r in records], dtype=object
+    )
+    created_col = pick(cmap.created_at)
+    created_at = (
+        np.array([_to_seconds(r.get(created_col), cmap.created_at_unit) for r in records])
+        if (created_col)
+        else np.full(len(records), np.nan)
+    )
+
+    targets = np.full((len(records), len(ALL_TASKS)), np.nan)
+    plays, likes = numbers(pick(cmap.plays)), numbers(pick(cmap.likes))
+    targets[:, 0] = popularity_score(plays, platform, created_at, popularity)
+    targets[:, 1] = popularity_score(likes, platform, created_at, popularity)
+    for task, candidates in cmap.aesthetics.items():
+        col = pick(candidates)
+        if col is not None:
+            values = numbers(col)
+            bad = np.isfinite(values) & ((values < 1) | (values > 5))
+            if bad.any():
+                raise DataError(f"column {col!r}: {int(bad.sum())} values outside 1–5")
+            targets[:, ALL_TASKS.index(task)] = values
+    extra = {"plays": plays, "likes": likes}
+    path_col = pick(cmap.path)
+    if path_col:
+        extra["path"] = np.array([str(r.get(path_col) or "") for r in records], dtype=object)
+    for name in cmap.keep:
+        col = pick((name,))
+        if col:
+            extra[name] = np.array([_cell(r.get(col)) for r in records], dtype=object)
+    return LabelTable(ids, targets, platform, creator, created_at, extra)
+
+
+def songeval_labels(records: list[dict[str, Any]], source: str = "") -> LabelTable:
+    """SongEval per-rater records → per-song mean over raters, with rater sd and count kept.
+
+    The id is ``file_name`` without its extension (``mp3/0.mp3`` → ``mp3/0``); joining also
+    accepts the bare stem (``0``).
+    """
+    ids, per_dim = [], {task: [] for task in AESTHETIC_TASKS}
+    for r in records:
+        name = r.get("file_name") or r.get("id")
+        if not name or not isinstance(r.get("annotation"), list):
+            raise DataError(f"SongEval record without file_name/annotation: {str(r)[:120]}")
+        ids.append(_strip_suffix(str(name)))
+        for task, key in SONGEVAL_DIMENSIONS.items():
+            per_dim[task].append([_to_float(_get_ci(a, key)) for a in r["annotation"]])
+    _check_unique_ids(ids)
+    n = len(ids)
+    targets = np.full((n, len(ALL_TASKS)), np.nan)
+    extra: dict[str, np.ndarray] = {}
+    for task in AESTHETIC_TASKS:
+        agg = aggregate_ratings(per_dim[task])
+        targets[:, ALL_TASKS.index(task)] = agg.mean
+        extra[f"{task}_sd"], extra[f"{task}_n_raters"] = agg.sd, agg.n_raters
+    extra["gender"] = np.array([r.get("gender") for r in records], dtype=object)
+    log.info(
+        "aggregated SongEval ratings of %d songs (mean raters %.1f)",
+        n,
+        float(np.mean(extra["coherence_n_raters"])) if n else 0.0,
+    )
+    return LabelTable(
+        ids,
+        targets,
+        np.full(n, "songeval", object),
+        np.full(n, None, object),
+        np.full(n, np.nan),
+        extra,
+        source=f"{source} (songeval)",
+    )
+
+
+def merge_labels(tables: list[LabelTable]) -> LabelTable:
+    """Combine label files by id; for each cell the first table with a value wins."""
+    if len(tables) == 1:
+        return tables[0]
+    ids = list(dict.fromkeys(i for t in tables for i in t.ids))
+    pos = {song_id: k for k, song_id in enumerate(ids)}
+    n = len(ids)
+    merged = LabelTable(
+        ids,
+        np.full((n, len(ALL_TASKS)), np.nan),
+        np.full(n, "", object),
+        np.full(n, None, object),
+        np.full(n, np.nan),
+        {},
+        source=" + ".join(t.source for t in tables),
+    )
+    for t in tables:
+        rows = np.array([pos[i] for i in t.ids], dtype=np.int64)
+        hole = ~np.isfinite(merged.targets[rows])
+        merged.targets[rows] = np.where(hole, t.targets, merged.targets[rows])
+        for name, values, empty in (("platform", t.platform, ""), ("creator", t.creator, None)):
+            current = getattr(merged, name)
+            fill = np.array([c in (empty, None) for c in current[rows]])
+            current[rows[fill]] = values[fill]
+        unset = ~np.isfinite(merged.created_at[rows])
+        merged.created_at[rows[unset]] = t.created_at[unset]
+        for key, values in t.extra.items():
+            if key not in merged.extra:
+                obj = values.dtype == object
+                merged.extra[key] = np.full(n, None if obj else np.nan, object if obj else np.float64)
+            merged.extra[key][rows] = values
+    return merged
+
+
+# ---- joining to the embedding store --------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Songs that have both an embedding and at least one wanted label."""
+
+    store: StoreData
+    labels: LabelTable  # aligned row by row with ``store``
+    tasks: tuple[str, ...]
+    n_unlabelled: int = 0  # songs in the store without any wanted label
+    n_missing_songs: int = 0  # label rows with no song in the store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """``[N, len(tasks)]`` float32 with NaN for missing labels."""
+        cols = [ALL_TASKS.index(t) for t in self.tasks]
+        return self.labels.targets[:, cols].astype(np.float32)
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return replace(self, store=self.store.subset(index), labels=self.labels.subset(index))
+
+
+def join_labels(store: StoreData, labels: LabelTable, tasks: tuple[str, ...] = ALL_TASKS) -> Dataset:
+    """Align labels to the store's songs by id (exact id, else path-less stem when unique).
+
+    Songs without any label for ``tasks`` are skipped and counted, and so are label rows
+    whose song is not in the store.
+    """
+    lookup = _id_lookup(labels.ids)
+    rows = [lookup.get(song_id, lookup.get(_stem(song_id))) for song_id in store.ids]
+    cols = [ALL_TASKS.index(t) for t in tasks]
+    has_label = np.array(
+        [r is not None and bool(np.isfinite(labels.targets[r, cols]).any()) for r in rows], dtype=bool
+    )
+    keep = np.flatnonzero(has_label)
+    matched = {rows[i] for i in range(len(rows)) if rows[i] is not None}
+    n_unlabelled = int(len(store) - len(keep))
+    n_missing = int(len(labels) - len(matched))
+    if n_unlabelled:
+        log.warning("%d songs in the store have no %s label and are skipped", n_unlabelled, "/".join(tasks))
+    if n_missing:
+        log.warning("%d label rows have no song in the store", n_missing)
+    if not len(keep):
+        raise DataError(
+            f"no song in the store has a label for {list(tasks)} "
+            f"(store ids e.g. {store.ids[:3]}, label ids e.g. {labels.ids[:3]})"
+        )
+    label_rows = np.array([rows[i] for i in keep], dtype=np.int64)
+    return Dataset(store.subset(keep), labels.subset(label_rows), tuple(tasks), n_unlabelled, n_missing)
+
+
+def _id_lookup(ids: list[str]) -> dict[str, int]:
+    lookup = {song_id: i for i, song_id in enumerate(ids)}
+    stems = Counter(_stem(i) for i in ids)
+    for i, song_id in enumerate(ids):
+        stem = _stem(song_id)
+        if stems[stem] == 1 and stem not in lookup:
+            lookup[stem] = i
+    return lookup
+
+
+def load_dataset(
+    embeddings: str | Path,
+    labels: list[str | Path] | str | Path,
+    tasks: tuple[str, ...] = ALL_TASKS,
+    preset: str = "auto",
+    popularity: PopularityConfig | None = None,
+    with_segments: bool = False,
+) -> Dataset:
+    """Open a store, read and merge label files, and join them (the CLI's one call)."""
+    from apexmusic.store import EmbeddingStore
+
+    paths = [labels] if isinstance(labels, str | Path) else list(labels)
+    if not paths:
+        raise ConfigError("no labels file given")
+    tables = [load_labels(p, preset=preset, popularity=popularity) for p in paths]
+    store = EmbeddingStore.open(embeddings).load(with_segments=with_segments)
+    return join_labels(store, merge_labels(tables), tasks)
+
+
+# ---- splits -------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitConfig:
+    method: str = "random"  # random | creator | time
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.method not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, not {self.method!r}")
+        if not (
+            0 <= self.val_fraction < 1
+            and 0 <= self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ConfigError("val and test fractions must be in [0, 1) and sum below 1")
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_indices(
+    n: int, config: SplitConfig, creators: np.ndarray | None = None, created_at: np.ndarray | None = None
+) -> Split:
+    """Train / validation / test indices.
+
+    ``random``: a seeded permutation. ``creator``: whole creators go to one split (songs with
+    no creator are their own group), so no creator is in two splits. ``time``: the oldest songs
+    train, the newest test (songs without a time count as oldest).
+    """
+    rng = np.random.default_rng(config.seed)
+    if config.method == "random":
+        order, groups = rng.permutation(n), np.arange(n)
+    elif config.method == "creator":
+        if creators is None:
+            raise ConfigError("--split creator needs a creator column in the labels")
+        keys = np.array(
+            [c if c not in (None, "") else f"\0song{i}" for i, c in enumerate(creators)], dtype=object
+        )
+        _, groups = np.unique(keys.astype(str), return_inverse=True)
+        shuffled = rng.permutation(groups.max() + 1)
+        rank = np.empty_like(shuffled)
+        rank[shuffled] = np.arange(len(shuffled))
+        order = np.lexsort((rng.random(n), rank[groups]))
+    else:
+        if created_at is None or not np.isfinite(created_at).any():
+            raise ConfigError("--split time needs creation times in the labels")
+        t = np.where(np.isfinite(created_at), created_at, -np.inf)
+        order, groups = np.lexsort((rng.random(n), t)), np.arange(n)
+    return _cut_in_order(order, groups, config)
+
+
+def _cut_in_order(order: np.ndarray, groups: np.ndarray, config: SplitConfig) -> Split:
+    """Cut ``order`` into test / val / train by song counts without splitting a group."""
+    n = len(order)
+    n_test = _at_least_one(config.test_fraction, n)
+    n_val = _at_least_one(config.val_fraction, n)
+    # Walk from the end (newest for time splits): test first, then validation.
+    seq = order[::-1]
+    g = groups[seq]
+    boundaries = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # first index of each group run
+    cut_test = _group_cut(boundaries, n_test, n)
+    cut_val = _group_cut(boundaries, cut_test + n_val, n)
+    test, val, train = seq[:cut_test], seq[cut_test:cut_val], seq[cut_val:]
+    return Split(np.sort(train), np.sort(val), np.sort(test))
+
+
+def _group_cut(boundaries: np.ndarray, want: int, n: int) -> int:
+    if want <= 0:
+        return 0
+    later = boundaries[boundaries >= want]
+    return int(later[0]) if len(later) else n
+
+
+def _at_least_one(fraction: float, n: int) -> int:
+    return 0 if fraction <= 0 else max(1, int(round(fraction * n))) if n >= 3 else 0
+
+
+# ---- small helpers -------------------------------------------------------------------------
+
+
+def _column_picker(columns: set[str]):
+    by_lower = {c.lower(): c for c in columns}
+
+    def pick(candidates: tuple[str, ...] | str | None) -> str | None:
+        if candidates is None:
+            return None
+        for c in (candidates,) if isinstance(candidates, str) else candidates:
+            if c in columns:
+                return c
+            if c.lower() in by_lower:
+                return by_lower[c.lower()]
+        return None
+
+    return pick
+
+
+def _to_float(value: Any) -> float:
+    if value is None or value == "":
+        return np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _to_seconds(value: Any, unit: str) -> float:
+    """A creation time as seconds since the epoch (NaN when missing or unparseable)."""
+    if value is None or value == "":
+        return np.nan
+    number = _to_float(value)
+    if np.isfinite(number) and unit != "iso":
+        if unit == "ms" or (unit == "auto" and abs(number) > 1e11):
+            return number / 1000.0
+        return number
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(str(value))
+    except (ValueError, TypeError):
+        return np.nan
+    if pd.isna(stamp):
+        return np.nan
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp()
+
+
+def _clean_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _cell(value: Any) -> Any:
+    return ", ".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _get_ci(record: dict[str, Any], key: str) -> Any:
+    if key in record:
+        return record[key]
+    lower = key.lower()
+    return next((v for k, v in record.items() if k.lower() == lower), None)
+
+
+def _strip_suffix(name: str) -> str:
+    p = Path(name)
+    return p.with_suffix("").as_posix() if p.suffix else name
+
+
+def _stem(song_id: str) -> str:
+    return Path(song_id).stem if song_id else song_id
+
+
+def _check_unique_ids(ids: list[str]) -> None:
+    dup = [i for i, c in Counter(ids).items() if c > 1]
+    if dup:
+        raise DataError(f"{len(dup)} ids appear more than once in the labels, e.g. {dup[:3]}")

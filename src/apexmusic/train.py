@@ -1,0 +1,603 @@
+"""Training, evaluation and the experiment grid.
+
+The recipe is the published one (DESIGN.md), as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
+weight decay 1e-4), batch 512, 50 epochs, cosine schedule, gradient clipping at 1.0, early
+stopping with patience 20 on the validation loss, seed 42; losses ``equal``, ``weighted``
+(popularity 5 : aesthetics 1) or ``uncertainty`` (per task ``L/(2σ²) + log σ``, ``log σ``
+learned from 0). Every per-task MSE is masked, so a song lacking some labels still trains
+the heads it has labels for.
+
+Speed: the whole training set lives in one tensor, standardised (and, for fixed layer mixes,
+mixed) once; batches are index lookups into it, never a DataLoader; the seven branches run
+fused (:class:`apexmusic.model.FusedHead`); the loop never synchronises per step.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from apexmusic.data import Dataset, Split, SplitConfig, split_indices
+from apexmusic.errors import ConfigError, DataError
+from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
+from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
+from apexmusic.tasks import POPULARITY_TASKS, tasks_for
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("equal", "weighted", "uncertainty")
+MODES = ("song", "segment")
+
+
+@dataclass
+class TrainConfig:
+    """The published training recipe; every field is a CLI flag."""
+
+    task: str = "full"  # full | popularity
+    loss: str = "uncertainty"  # equal | weighted | uncertainty (the best published)
+    shared: int = 2  # 2 | 3 shared trunk layers
+    mode: str = "song"  # song | segment
+    mixing: str = "learned"  # reference | mean | learned
+    epochs: int = 50
+    batch_size: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    patience: int = 20
+    seed: int = 42
+    split: str = "random"  # random | creator | time
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    device: str = "auto"
+    standardize: bool = True
+    popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
+    n_boot: int = 1000  # bootstrap resamples for the held-out intervals
+
+    def __post_init__(self) -> None:
+        tasks_for(self.task)
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
+            raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
+        SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tasks_for(self.task)
+
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
+
+
+class MultiTaskLoss(nn.Module):
+    """Masked per-task MSE combined as ``equal``, ``weighted`` or ``uncertainty``.
+
+    A task with no label in the batch contributes nothing (not even its ``log σ`` term).
+    """
+
+    def __init__(self, kind: str, tasks: tuple[str, ...], popularity_weight: float = 5.0):
+        super().__init__()
+        self.kind = kind
+        weights = [popularity_weight if t in POPULARITY_TASKS else 1.0 for t in tasks]
+        self.register_buffer("weights", torch.tensor(weights if kind == "weighted" else [1.0] * len(tasks)))
+        if kind == "uncertainty":
+            self.log_sigma = nn.Parameter(torch.zeros(len(tasks)))
+
+    def per_task(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple:
+        sq = torch.where(mask, (pred - target) ** 2, torch.zeros((), device=pred.device))
+        count = mask.sum(0)
+        return sq.sum(0) / count.clamp(min=1), count > 0
+
+    def combine(self, mse: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        if self.kind == "uncertainty":
+            terms = 0.5 * torch.exp(-2.0 * self.log_sigma) * mse + self.log_sigma
+        else:
+            terms = self.weights * mse
+        return torch.where(present, terms, torch.zeros((), device=mse.device)).sum()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.combine(*self.per_task(pred, target, mask))
+
+    def sigmas(self) -> list[float] | None:
+        return torch.exp(self.log_sigma).tolist() if self.kind == "uncertainty" else None
+
+
+@dataclass
+class TrainResult:
+    model: ScoringModel
+    split: Split
+    history: list[dict[str, Any]]
+    best_epoch: int
+    evaluation: Evaluation | None  # held-out (test split) metrics; None without a test split
+    test_predictions: np.ndarray | None = None
+    seconds: float = 0.0
+    songs_per_second: float = 0.0
+
+
+@dataclass
+class _Tensors:
+    """One split as training tensors; ``song_of`` maps segment rows to song rows."""
+
+    x: torch.Tensor  # prepared inputs [rows, D] or [rows, L, D]
+    y: torch.Tensor  # [rows, T], missing labels as 0
+    mask: torch.Tensor  # [rows, T] bool
+    song_y: np.ndarray  # [songs, T] with NaN
+    song_of: torch.Tensor | None = None  # [rows] song index (segment mode)
+    row_weight: torch.Tensor | None = None  # [rows] segment weights (segment mode)
+
+    @property
+    def n_songs(self) -> int:
+        return len(self.song_y)
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    log_path: str | Path | None = None,
+    on_progress: ProgressFn | None = None,
+    split: Split | None = None,
+) -> TrainResult:
+    """Train one model on ``dataset`` and evaluate it on the held-out test split.
+
+    ``on_progress`` gets each epoch's record (``epoch``, ``epochs``, losses, ...), which is
+    also appended to ``log_path`` as one JSON line.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    tasks = config.tasks
+    if dataset.tasks != tasks:
+        dataset = replace(dataset, tasks=tasks)
+    device = resolve_device(config.device)
+    split = split or split_indices(
+        len(dataset), config.split_config(), dataset.labels.creator, dataset.labels.created_at
+    )
+    if len(split.train) < 2:
+        raise DataError(f"only {len(split.train)} training songs; need at least 2")
+    log.info("split %s: %s", config.split, split.sizes())
+    store = dataset.store
+    net = build_net(
+        HeadConfig(
+            tasks=tasks,
+            shared=config.shared,
+            n_layers=store.layers.shape[1],
+            dim=store.layers.shape[2],
+            mixing=config.mixing,
+            standardize=config.standardize,
+        ),
+        seed=config.seed,
+    ).to(device)
+    if config.mode == "segment" and store.segments is None:
+        raise DataError("--mode segment needs per-segment vectors: load the store with segments")
+
+    train_raw = _inputs(dataset, split.train, config.mode)
+    if config.standardize:
+        fit_standardisation(net, train_raw[0])
+    tr = _tensors(net, dataset, split.train, config.mode, device, raw=train_raw)
+    va = _tensors(net, dataset, split.val, config.mode, device) if len(split.val) else None
+    criterion = MultiTaskLoss(config.loss, tasks, config.popularity_weight).to(device)
+    history, best_epoch, best_state = _fit(net, criterion, tr, va, config, log_path, on_progress)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+
+    evaluation, test_pred = None, None
+    if len(split.test):
+        te = _tensors(net, dataset, split.test, config.mode, device)
+        test_pred = _predict(net, te)
+        test_labels = dataset.labels.subset(split.test)
+        evaluation = evaluate_predictions(
+            test_labels.ids,
+            te.song_y,
+            test_pred,
+            tasks,
+            test_labels.platform,
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
+    seconds = time.perf_counter() - started
+    epochs_run = len(history)
+    model = ScoringModel(
+        net=net.cpu(),
+        encoder_spec=encoder_spec_from_manifest(store.manifest),
+        targets={
+            "labels": dataset.labels.source,
+            "popularity": dataset.labels.popularity,
+            "tasks": list(tasks),
+        },
+        training={
+            **asdict(config),
+            "best_epoch": best_epoch,
+            "epochs_run": epochs_run,
+            "split_sizes": split.sizes(),
+            "sigmas": criterion.sigmas(),
+        },
+        card={
+            "title": f"APEX {config.task} model ({config.loss} loss, {config.mode} mode, "
+            f"shared {config.shared})",
+            "created": time.strftime("%Y-%m-%d"),
+            "data": {
+                "labels": dataset.labels.source,
+                "songs": len(dataset),
+                "split": f"{config.split}: {split.sizes()}",
+                "labelled songs per task (train)": _label_counts(dataset, split.train),
+                "songs without labels skipped": dataset.n_unlabelled,
+                "label rows without a song": dataset.n_missing_songs,
+            },
+            "metrics": {
+                t: {k: v for k, v in m.items() if "_ci_" not in k} for t, m in evaluation.metrics.items()
+            }
+            if evaluation
+            else {},
+        },
+    )
+    rows = len(_song_rows(dataset, split.train, config.mode)) * epochs_run
+    return TrainResult(
+        model, split, history, best_epoch, evaluation, test_pred, seconds, rows / max(seconds, 1e-9)
+    )
+
+
+def _fit(
+    net: ApexNet,
+    criterion: MultiTaskLoss,
+    tr: _Tensors,
+    va: _Tensors | None,
+    config: TrainConfig,
+    log_path: str | Path | None,
+    on_progress: ProgressFn | None,
+) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor] | None]:
+    decay = [p for p in net.parameters() if p.requires_grad]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}]
+    if config.loss == "uncertainty":  # decay would pull every σ towards 1
+        groups.append({"params": list(criterion.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    params = [p for g in groups for p in g["params"]]
+    generator = torch.Generator().manual_seed(config.seed)
+    log_file = Path(log_path).open("w", encoding="utf-8") if log_path else None
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
+    n = len(tr.x)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            order = torch.randperm(n, generator=generator).to(tr.x.device)
+            total = torch.zeros((), device=tr.x.device)
+            steps = 0
+            for start in range(0, n, config.batch_size):
+                idx = order[start : start + config.batch_size]
+                if len(idx) < 2:  # BatchNorm cannot train on one row
+                    continue
+                loss = criterion(net.forward_prepared(tr.x[idx]), tr.y[idx], tr.mask[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                total += loss.detach()
+                steps += 1
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "epochs": config.epochs,
+                "lr": lr,
+                "train_loss": float(total) / max(steps, 1),
+            }
+            if va is not None:
+                record.update(_validate(net, criterion, va))
+            record["sigmas"] = criterion.sigmas()
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            if log_file:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if on_progress:
+                on_progress(record)
+            if va is None:
+                continue
+            if record["val_loss"] < best_loss:
+                best_loss, best_epoch, waited = record["val_loss"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    log.info("early stop at epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
+                    break
+    finally:
+        if log_file:
+            log_file.close()
+    return history, (best_epoch or len(history)), best_state
+
+
+@torch.no_grad()
+def _validate(net: ApexNet, criterion: MultiTaskLoss, va: _Tensors) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
+    pred = _predict(net, va)
+    y = va.song_y
+    mask = np.isfinite(y)
+    pred_t = torch.as_tensor(pred)
+    mse, present = criterion.per_task(
+        pred_t.to(criterion.weights.device),
+        torch.as_tensor(np.nan_to_num(y)).float().to(criterion.weights.device),
+        torch.as_tensor(mask).to(criterion.weights.device),
+    )
+    out: dict[str, Any] = {"val_loss": float(criterion.combine(mse, present))}
+    tasks = net.config.tasks
+    out["val_mse"] = {t: float(mse[i]) if bool(present[i]) else None for i, t in enumerate(tasks)}
+    out["val_spearman"] = {}
+    for i, t in enumerate(tasks):
+        ok = mask[:, i]
+        rho = spearmanr(y[ok, i], pred[ok, i])[0] if ok.sum() > 2 and np.ptp(pred[ok, i]) > 0 else None
+        out["val_spearman"][t] = None if rho is None or not np.isfinite(rho) else float(rho)
+    return out
+
+
+@torch.no_grad()
+def _predict(net: ApexNet, data: _Tensors, batch_size: int = 8192) -> np.ndarray:
+    """Song-level predictions ``[songs, T]`` (segment rows averaged with their weights)."""
+    was = net.training
+    net.eval()
+    out = torch.cat(
+        [net.forward_prepared(data.x[s : s + batch_size]) for s in range(0, len(data.x), batch_size)]
+    )
+    net.train(was)
+    if data.song_of is None:
+        return out.cpu().numpy()
+    w = data.row_weight.unsqueeze(1)
+    sums = torch.zeros(data.n_songs, out.shape[1], device=out.device).index_add_(0, data.song_of, out * w)
+    weights = torch.zeros(data.n_songs, device=out.device).index_add_(0, data.song_of, data.row_weight)
+    return (sums / weights.clamp(min=1e-12).unsqueeze(1)).cpu().numpy()
+
+
+# ---- inputs --------------------------------------------------------------------------------
+
+
+def _song_rows(dataset: Dataset, index: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "song":
+        return np.asarray(index)
+    return np.repeat(np.asarray(index), [len(dataset.store.segments[i]) for i in index])
+
+
+def _inputs(
+    dataset: Dataset, index: np.ndarray, mode: str
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Raw input rows for songs ``index``: song vectors, or all their segment vectors."""
+    store = dataset.store
+    if mode == "song":
+        return store.layers[index], None, None
+    segs = [store.segments[i] for i in index]
+    weights = [store.segment_weights[i] for i in index]
+    song_of = np.repeat(np.arange(len(index)), [len(s) for s in segs])
+    return np.concatenate(segs).astype(np.float32), song_of, np.concatenate(weights).astype(np.float32)
+
+
+def _tensors(
+    net: ApexNet,
+    dataset: Dataset,
+    index: np.ndarray,
+    mode: str,
+    device: torch.device,
+    raw: tuple | None = None,
+) -> _Tensors:
+    x, song_of, weight = raw if raw is not None else _inputs(dataset, index, mode)
+    song_y = dataset.targets[index]
+    row_y = song_y if song_of is None else song_y[song_of]
+    with torch.no_grad():
+        prepared = net.prepare(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)).contiguous()
+    mask = torch.from_numpy(np.isfinite(row_y)).to(device)
+    return _Tensors(
+        x=prepared,
+        y=torch.from_numpy(np.nan_to_num(row_y).astype(np.float32)).to(device),
+        mask=mask,
+        song_y=song_y,
+        song_of=torch.from_numpy(song_of).to(device) if song_of is not None else None,
+        row_weight=torch.from_numpy(weight).to(device) if weight is not None else None,
+    )
+
+
+def fit_standardisation(net: ApexNet, x: np.ndarray, chunk: int = 65536) -> None:
+    """Set the network's input mean and std from training inputs (two passes, float64)."""
+    cfg = net.config
+    total, total_sq, n = 0.0, 0.0, 0
+    for s in range(0, len(x), chunk):
+        block = torch.from_numpy(np.ascontiguousarray(x[s : s + chunk], np.float32))
+        if block.dim() == 2:
+            block = block.unsqueeze(1)
+        if not cfg.normalise_layers:
+            with torch.no_grad():
+                block = net.mixer(block.to(net.norm_mean.device)).cpu()
+        block = block.double()
+        total = total + block.sum(0)
+        total_sq = total_sq + (block**2).sum(0)
+        n += len(block)
+    mean = total / n
+    std = torch.sqrt(torch.clamp(total_sq / n - mean**2, min=0.0))
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    net.norm_mean.copy_(mean.float())
+    net.norm_std.copy_(std.float())
+
+
+def _label_counts(dataset: Dataset, index: np.ndarray) -> dict[str, int]:
+    y = dataset.targets[index]
+    return {t: int(np.isfinite(y[:, i]).sum()) for i, t in enumerate(dataset.tasks)}
+
+
+def encoder_spec_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What embedding produced the data: the part of a store manifest a model must match."""
+    keys = (
+        "weights",
+        "segment_seconds",
+        "hop_seconds",
+        "compat",
+        "n_layers",
+        "dim",
+        "sample_rate",
+        "encoder_settings",
+        "config_hash",
+    )
+    return {"name": manifest.get("encoder"), **{k: manifest.get(k) for k in keys}}
+
+
+# ---- evaluation of a saved model -------------------------------------------------------------
+
+
+def predict_dataset(model: ScoringModel, dataset: Dataset, batch_size: int = 8192) -> np.ndarray:
+    """Song-level predictions ``[N, len(model.tasks)]``; segment-mode models average their
+    segment predictions with the segment weights, as in training."""
+    mode = model.training.get("mode", "song")
+    store = dataset.store
+    if mode == "segment" and store.segments is not None:
+        x, song_of, weight = _inputs(dataset, np.arange(len(dataset)), "segment")
+        scores = model.predict_layers(x, batch_size=batch_size)
+        rows = np.stack([scores[t] for t in model.tasks], 1).astype(np.float64)
+        sums = np.zeros((len(dataset), len(model.tasks)))
+        np.add.at(sums, song_of, rows * weight[:, None])
+        return sums / np.maximum(np.bincount(song_of, weights=weight, minlength=len(dataset)), 1e-12)[:, None]
+    scores = model.predict_layers(store.layers, batch_size=batch_size)
+    return np.stack([scores[t] for t in model.tasks], 1)
+
+
+def evaluate_model(model: ScoringModel, dataset: Dataset, n_boot: int = 1000, seed: int = 0) -> Evaluation:
+    """Metrics of ``model`` on every labelled song of ``dataset`` (its tasks only)."""
+    dataset = replace(dataset, tasks=model.tasks)
+    pred = predict_dataset(model, dataset)
+    return evaluate_predictions(
+        dataset.labels.ids,
+        dataset.targets,
+        pred,
+        model.tasks,
+        dataset.labels.platform,
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+# ---- the experiment grid ---------------------------------------------------------------------
+
+GRID_AXES: dict[str, tuple[Any, ...]] = {
+    "mode": MODES,
+    "task": ("full", "popularity"),
+    "loss": LOSSES,
+    "shared": (2, 3),
+}
+
+
+def grid_conditions() -> list[dict[str, Any]]:
+    """The 24 published conditions: mode × task × loss × shared depth."""
+    keys = list(GRID_AXES)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*GRID_AXES.values())]
+
+
+def run_grid(
+    dataset: Dataset,
+    base: TrainConfig,
+    out_dir: str | Path,
+    on_progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and test every condition on one shared split; write ``grid.csv`` and ``grid.md``.
+
+    Rows hold the held-out Spearman, Pearson, MAE and R² per task (and means over tasks).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = split_indices(
+        len(dataset), base.split_config(), dataset.labels.creator, dataset.labels.created_at
+    )
+    conditions = grid_conditions()
+    rows: list[dict[str, Any]] = []
+    for i, cond in enumerate(conditions):
+        config = replace(base, **cond)
+        result = train(dataset, config, log_path=out_dir / f"log_{_condition_name(cond)}.jsonl", split=split)
+        row: dict[str, Any] = {
+            **cond,
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 2),
+        }
+        metrics = result.evaluation.metrics if result.evaluation else {}
+        for metric in ("spearman", "pearson", "mae", "r2"):
+            values = [m.get(metric, math.nan) for m in metrics.values()]
+            row[f"mean_{metric}"] = (
+                float(np.nanmean(values)) if values and np.isfinite(values).any() else math.nan
+            )
+            for task, m in metrics.items():
+                row[f"{task}_{metric}"] = m.get(metric, math.nan)
+        rows.append(row)
+        if on_progress:
+            on_progress(i + 1, len(conditions), row)
+    _write_grid(rows, out_dir)
+    return rows
+
+
+def _condition_name(cond: dict[str, Any]) -> str:
+    return f"{cond['mode']}-{cond['task']}-{cond['loss']}-shared{cond['shared']}"
+
+
+def _write_grid(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with (out_dir / "grid.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    cols = [
+        "mode",
+        "task",
+        "loss",
+        "shared",
+        "mean_spearman",
+        "score_streams_spearman",
+        "score_likes_spearman",
+        "mean_r2",
+        "best_epoch",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+    (out_dir / "grid.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.3f}"
+    return "–" if value is None else str(value)
+
+
+def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
+    """Model directory plus ``eval/`` (held-out metrics, rankings) next to the weights."""
+    model_dir = result.model.save_pretrained(model_dir)
+    if result.evaluation is not None:
+        write_evaluation(result.evaluation, Path(model_dir) / "eval")
+    return model_dir
+
+
+__all__ = [
+    "LOSSES",
+    "MODES",
+    "MultiTaskLoss",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_model",
+    "grid_conditions",
+    "predict_dataset",
+    "run_grid",
+    "save_training_outputs",
+    "train",
+]
