@@ -93,7 +93,9 @@ def _add_embed(sub):
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, globs or manifests")
     p.add_argument("--out", required=True, metavar="DIR", help="embedding store folder")
-    p.add_argument("--encoder", default="handcrafted", help="handcrafted (default), mert-v1-95m, mert-v1-330m, ...")
+    p.add_argument(
+        "--encoder", default="handcrafted", help="handcrafted (default), mert-v1-95m, mert-v1-330m, ..."
+    )
     p.add_argument("--weights", help="PATH, HUB_ID or 'random' (timing and tests only)")
     p.add_argument("--segment-seconds", type=float, default=30.0, help="segment length (default 30)")
     p.add_argument("--hop-seconds", type=float, default=None, help="segment hop (default: no overlap)")
@@ -136,7 +138,8 @@ def _cmd_embed(args) -> int:
             bar.n = p.done + p.failed + p.skipped
             wall = max(p.wall_seconds, 1e-9)
             bar.set_postfix_str(
-                f"{p.done / wall:.2f} songs/s, {p.audio_seconds / 3600 / wall:.3f} audio-h/s, {p.failed} failed",
+                f"{p.done / wall:.2f} songs/s, {p.audio_seconds / 3600 / wall:.3f} audio-h/s, "
+                f"{p.failed} failed",
                 refresh=False,
             )
             bar.refresh()
@@ -146,13 +149,16 @@ def _cmd_embed(args) -> int:
         else:
             report = embed_inputs(songs, args.out, config, on_progress=on_progress)
     for failure in report.failures:
-        print(f"apexmusic: failed {failure.id} ({failure.path}): {failure.kind}: {failure.message}", file=sys.stderr)
+        print(
+            f"apexmusic: failed {failure.id} ({failure.path}): {failure.kind}: {failure.message}",
+            file=sys.stderr,
+        )
     wall = max(report.wall_seconds, 1e-9)
     print(
         f"embedded {report.n_done} songs ({report.audio_seconds / 3600:.2f} h of audio) in {wall:.1f} s: "
         f"{report.n_done / wall:.2f} songs/s, {report.audio_seconds / 3600 / wall:.3f} audio-h/s; "
-        f"{report.n_failed} failed, {report.n_skipped} already done, {report.n_cached} from the content cache "
-        f"-> {args.out}"
+        f"{report.n_failed} failed, {report.n_skipped} already done, "
+        f"{report.n_cached} from the content cache -> {args.out}"
     )
     if report.n_failed:
         print(f"apexmusic: {report.n_failed} songs failed; see {args.out}/failures.jsonl", file=sys.stderr)
