@@ -183,7 +183,9 @@ def _iter_mono_chunks(path: str | os.PathLike, info: dict) -> Iterator[np.ndarra
         stream = container.streams.audio[0]
         info["rate"] = int(stream.codec_context.sample_rate or stream.rate or 0)
         info["channels"] = int(stream.codec_context.channels or 0)
-        to_float = av.AudioResampler(format="fltp")  # keeps layout and rate
+        # Packed float keeps layout and rate; one plane whatever the channel count (PyAV's
+        # planar to_ndarray crashes on 8-channel frames).
+        to_float = av.AudioResampler(format="flt")
         bad_packets = 0
         decoded = 0
         try:
@@ -199,12 +201,13 @@ def _iter_mono_chunks(path: str | os.PathLike, info: dict) -> Iterator[np.ndarra
                             raise AudioDecodeError("sample rate changes inside the stream")
                         info["rate"] = int(frame.sample_rate)
                     for converted in to_float.resample(frame):
-                        planes = converted.to_ndarray()
-                        if planes.size == 0:
+                        channels = len(converted.layout.channels)
+                        samples = converted.to_ndarray().reshape(-1, channels)  # [T, C] interleaved
+                        if samples.size == 0:
                             continue
-                        info["channels"] = planes.shape[0]
-                        decoded += planes.shape[1]
-                        yield planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]
+                        info["channels"] = channels
+                        decoded += samples.shape[0]
+                        yield samples.mean(axis=1, dtype=np.float32) if channels > 1 else samples[:, 0]
         except av.error.FFmpegError as exc:
             bad_packets += 1
             log.warning("%s: decoding stopped early: %s", path, _ffmpeg_reason(exc))

@@ -216,7 +216,9 @@ class HandcraftedEncoder:
         if x.size < N_FFT:
             x = np.pad(x, (0, N_FFT - x.size))
         frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
-        power = np.abs(scipy.fft.rfft(frames * self._window, axis=1)) ** 2  # [F, bins]
+        spectrum = scipy.fft.rfft(frames * self._window, axis=1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)  # float32 [F, bins]
+        del spectrum
         frame_rms_db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + _EPS)
         active = frame_rms_db > -60
         if active.sum() < 2:
@@ -226,8 +228,9 @@ class HandcraftedEncoder:
         feats += _clipping(x)
         feats += [float(np.mean(~(frame_rms_db > -60))), _dropout_rate(frame_rms_db)]
         feats += _zcr(frames)
-        feats += _spectral_shape(power[active], self._freqs)
-        feats += _contrast(power[active], self._freqs)
+        active_power = power[active] if not active.all() else power
+        feats += _spectral_shape(active_power, self._freqs)
+        feats += _contrast(active_power[::4], self._freqs)  # a time average: every 4th frame suffices
         feats += _band_balance(power, self._freqs)
         feats += _noise_floor(power, frame_rms_db, self._freqs)
         mel_db = 10 * np.log10(power @ self._mel.T + _EPS)  # [F, n_mels]
@@ -316,8 +319,8 @@ def _spectral_shape(power: np.ndarray, freqs: np.ndarray) -> list[float]:
 
 
 def _flatness(power: np.ndarray) -> np.ndarray:
-    p = power.astype(np.float64) + _EPS
-    return np.exp(np.mean(np.log(p), axis=-1)) / np.mean(p, axis=-1)
+    p = power + np.float32(_EPS)
+    return np.exp(np.mean(np.log(p), axis=-1, dtype=np.float64)) / np.mean(p, axis=-1, dtype=np.float64)
 
 
 def _contrast(power: np.ndarray, freqs: np.ndarray) -> list[float]:
