@@ -147,19 +147,20 @@ def test_scores_file_join_rule_and_unmatched_report(tmp_path):
             _record(1, "x", "y", "B", audio_a="ccc.mp3", audio_b="song-2"),  # stem of path; id
             _record(2, "x", "y", "A", audio_a="dup.mp3", audio_b="song-3"),  # ambiguous stem
             _record(3, "x", "y", "A", audio_a="", audio_b="song-3"),  # audio withheld
+            _record(4, "x", "y", "B", audio_a="", audio_b="zzz", id_a="song-2", id_b="song-1"),  # song ids
         ]
     )
     table = arena.load_scores(spath)
     assert list(table.values) == list(ALL_TASKS)
     out, report = arena.attach_scores(battles, table)
-    np.testing.assert_array_equal(out.scores_a["coherence"][:2], [1.0, 3.0])
-    np.testing.assert_array_equal(out.scores_b["coherence"][:2], [2.0, 2.0])
-    assert np.isnan(out.scores_a["coherence"][2:]).all()
-    assert (report.n_battles, report.n_matched, report.n_unmatched) == (4, 2, 2)
+    np.testing.assert_array_equal(out.scores_a["coherence"][[0, 1, 4]], [1.0, 3.0, 2.0])
+    np.testing.assert_array_equal(out.scores_b["coherence"][[0, 1, 4]], [2.0, 2.0, 1.0])
+    assert np.isnan(out.scores_a["coherence"][2:4]).all()
+    assert (report.n_battles, report.n_matched, report.n_unmatched) == (5, 3, 2)
     assert [u["id"] for u in report.unmatched] == ["b2", "b3"] and report.n_ambiguous_keys >= 1
     metrics = arena.evaluate_arena(out, arena.EvalConfig(n_bootstrap=20, folds=2, gb_max_iter=3), report)
     assert metrics["data"]["scores_join"]["n_unmatched"] == 2
-    assert metrics["rules"]["coherence"]["n"] == 2 and metrics["rules"]["coherence"]["n_missing_scores"] == 2
+    assert metrics["rules"]["coherence"]["n"] == 3 and metrics["rules"]["coherence"]["n_missing_scores"] == 2
 
     bad = tmp_path / "bad.csv"
     bad.write_text("id,path,foo\n1,a.wav,3\n")

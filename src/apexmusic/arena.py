@@ -52,6 +52,9 @@ _INSTRUMENTAL_FIELDS = ("is_instrumental", "instrumental")
 # Per-side Music Arena fields that are numbers but not quality scores.
 _SIDE_METADATA = frozenset(
     {
+        "id",
+        "song_id",
+        "uuid",
         "system",
         "model",
         "audio",
@@ -103,6 +106,8 @@ class Battles:
     instrumental: np.ndarray
     audio_a: np.ndarray
     audio_b: np.ndarray
+    song_a: np.ndarray  # song ids of the two sides ("" when the table has none)
+    song_b: np.ndarray
     scores_a: dict[str, np.ndarray] = field(default_factory=dict)
     scores_b: dict[str, np.ndarray] = field(default_factory=dict)
     invalid: list[dict] = field(default_factory=list)
@@ -128,6 +133,8 @@ class Battles:
             instrumental=self.instrumental[mask],
             audio_a=self.audio_a[mask],
             audio_b=self.audio_b[mask],
+            song_a=self.song_a[mask],
+            song_b=self.song_b[mask],
             scores_a={k: v[mask] for k, v in self.scores_a.items()},
             scores_b={k: v[mask] for k, v in self.scores_b.items()},
             invalid=list(self.invalid),
@@ -144,6 +151,8 @@ class Battles:
             instrumental=self.instrumental,
             audio_a=self.audio_b,
             audio_b=self.audio_a,
+            song_a=self.song_b,
+            song_b=self.song_a,
             scores_a=dict(self.scores_b),
             scores_b=dict(self.scores_a),
             invalid=list(self.invalid),
@@ -204,6 +213,8 @@ def battles_from_records(records: Iterable[Mapping]) -> Battles:
         instrumental=np.array([_instrumental(r) for _, r in kept], dtype=float),
         audio_a=column(lambda i, r: _text(r.get("audio_a"))),
         audio_b=column(lambda i, r: _text(r.get("audio_b"))),
+        song_a=column(lambda i, r: _text(r.get("id_a", r.get("song_id_a")))),
+        song_b=column(lambda i, r: _text(r.get("id_b", r.get("song_id_b")))),
         invalid=invalid,
     )
     for name in names:
@@ -356,7 +367,9 @@ class JoinReport:
 
 
 JOIN_RULE = (
-    "audio_a/audio_b is matched, in this order, against a score row's id; its path or a trailing "
+    "A battle side's song id (columns id_a/id_b or song_id_a/song_id_b), when present, is matched "
+    "against a score row's id. Otherwise audio_a/audio_b is matched, in this order, against a score "
+    "row's id; its path or a trailing "
     "part of it in whole path components; then the audio's file stem against the id or the stem "
     "of the path. Keys shared by several score rows are ambiguous and not used."
 )
@@ -391,8 +404,8 @@ def load_scores(path: str | Path, names: Iterable[str] | None = None) -> ScoreTa
 def attach_scores(battles: Battles, scores: ScoreTable) -> tuple[Battles, JoinReport]:
     """Add the scores of each battle side's song (see ``JOIN_RULE``); unmatched sides get nan."""
     indexes, n_ambiguous = _score_indexes(scores)
-    row_a = np.array([_match(a, indexes) for a in battles.audio_a], dtype=int)
-    row_b = np.array([_match(b, indexes) for b in battles.audio_b], dtype=int)
+    row_a = np.array([_match(s, a, indexes) for s, a in zip(battles.song_a, battles.audio_a, strict=True)])
+    row_b = np.array([_match(s, b, indexes) for s, b in zip(battles.song_b, battles.audio_b, strict=True)])
     out = battles
     for name, values in scores.values.items():
         padded = np.append(values, np.nan)  # index -1 → nan
@@ -434,10 +447,12 @@ def _index_add(index: dict[str, int], key: str, row: int) -> None:
         index[key] = row
 
 
-def _match(audio: str, indexes: list[dict[str, int]]) -> int:
+def _match(song_id: str, audio: str, indexes: list[dict[str, int]]) -> int:
+    by_id, by_path, by_stem = indexes
+    if song_id and by_id.get(song_id, -1) >= 0:
+        return by_id[song_id]
     if not audio:
         return -1
-    by_id, by_path, by_stem = indexes
     keys = [(by_id, audio), (by_path, Path(audio).as_posix().lstrip("./")), (by_stem, Path(audio).stem)]
     for index, key in keys:
         row = index.get(key)
@@ -992,8 +1007,8 @@ def plot_leaderboard(rows: list[LeaderboardRow], path: str | Path, title: str = 
 def predicted_leaderboard(battles: Battles, human: list[LeaderboardRow]) -> dict:
     """Systems ranked by their songs' mean predicted score, per rule, against the human board.
 
-    A song is one battle side; a song that appears in several battles (same non-empty audio
-    id) counts once. Correlations use the systems on the human board that have scores.
+    A song is one battle side; a song that appears in several battles (same song id, else same
+    non-empty audio path) counts once. Correlations use the systems on the human board that have scores.
     Returns ``{"systems": {system: {"n_songs", rule: mean...}}, "correlations": {rule: ...}}``.
     """
     from scipy.stats import kendalltau, spearmanr
@@ -1021,12 +1036,12 @@ def predicted_leaderboard(battles: Battles, human: list[LeaderboardRow]) -> dict
 def _system_means(battles: Battles, a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, int]]:
     songs: dict[tuple[str, str], float] = {}
     for i in range(len(battles)):
-        for system, audio, score, side in (
-            (battles.system_a[i], battles.audio_a[i], a[i], "a"),
-            (battles.system_b[i], battles.audio_b[i], b[i], "b"),
+        for system, song, score, side in (
+            (battles.system_a[i], battles.song_a[i] or battles.audio_a[i], a[i], "a"),
+            (battles.system_b[i], battles.song_b[i] or battles.audio_b[i], b[i], "b"),
         ):
             if np.isfinite(score):
-                songs[(system, audio or f"{battles.ids[i]}:{side}:{i}")] = float(score)
+                songs[(system, song or f"{battles.ids[i]}:{side}:{i}")] = float(score)
     grouped: dict[str, list[float]] = {}
     for (system, _), score in songs.items():
         grouped.setdefault(system, []).append(score)

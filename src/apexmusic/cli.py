@@ -608,9 +608,10 @@ def _add_arena(sub):
 
     lb = arena_sub.add_parser(
         "leaderboard",
-        help="Music Arena's Bradley–Terry leaderboard (and a predicted one with --scores)",
-        description="Writes DIR/leaderboard.csv and DIR/leaderboard.png; with --scores also "
-        "DIR/predicted_leaderboard.csv and DIR/leaderboard.json (Spearman / Kendall vs the human board).",
+        help="Music Arena's Bradley–Terry leaderboard (and a predicted one when there are scores)",
+        description="Writes DIR/leaderboard.csv and DIR/leaderboard.png; when the battles carry scores "
+        "(--scores or <name>_a/<name>_b columns) also DIR/predicted_leaderboard.csv and "
+        "DIR/leaderboard.json (Spearman / Kendall of each score's system ranking vs the human board).",
     )
     lb.add_argument("--battles", required=True, metavar="FILE")
     lb.add_argument("--out", required=True, metavar="DIR")
@@ -700,7 +701,7 @@ def _cmd_arena_leaderboard(args) -> int:
     for rank, r in enumerate(rows, start=1):
         ci = f"[{r.ci_low:7.1f}, {r.ci_high:7.1f}]"
         print(f"{rank:3d}  {r.system:28s} {r.score:7.1f}  {ci}  votes {r.votes}")
-    if args.scores:
+    if battles.score_names:  # from --scores or <name>_a/<name>_b columns of the battles
         pred = arena.predicted_leaderboard(battles, rows)
         names = list(pred["correlations"])
         name = args.score_name or ("apex_all_z" if "apex_all_z" in names else names[0])
