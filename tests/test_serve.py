@@ -83,6 +83,7 @@ def test_compare_returns_probabilities_and_both_predictions(client, song, shared
     assert body["method"] == "fallback"
     assert 0 < body["prob_a"] < 1 and body["prob_a"] + body["prob_b"] == pytest.approx(1)
     assert body["a"]["scores"] == pytest.approx(predicted["scores"])
+    assert body["a"]["uncertainty"] == pytest.approx(predicted["uncertainty"])  # batch-independent
     assert body["b"]["path"] == JAZZ
     # symmetric: swapping the songs swaps the probability
     swapped = client.post("/v1/compare", files={"a": files["b"], "b": files["a"]}).json()

@@ -12,12 +12,13 @@ Three entry points:
 
 Uncertainty is the standard deviation over ``mc_samples`` stochastic forward passes with the
 model's dropout layers active (MC dropout, Gal & Ghahramani 2016), as computed by
-``ScoringModel.predict_layers(..., mc_samples=K)``; the passes use a fixed seed, so the same
-song always gets the same numbers. The reported scores themselves are the deterministic
-(dropout off) outputs, so they do not change with ``mc_samples``. Because the outputs are
-bounded (sigmoid), inputs extremely far from the training data can saturate every pass and
-shrink the spread again; ``novelty`` (the RMS z-score of the input embedding under the
-model's own training standardisation, about 1 in range) flags those independently.
+``ScoringModel.predict_layers(..., mc_samples=K)`` in one seeded call per song, so a song
+always gets the same numbers whatever else is in its batch. The reported scores themselves
+are the deterministic (dropout off) outputs, so they do not change with ``mc_samples``.
+Because the outputs are bounded (sigmoid), inputs extremely far from the training data can
+saturate every pass and shrink the spread again; ``novelty`` (the RMS z-score of the input
+embedding under the model's own training standardisation, about 1 in range) flags those
+independently.
 """
 
 from __future__ import annotations
@@ -270,17 +271,13 @@ class Predictor:
         with self._model_lock:
             novelty = self._novelty(song_layers)
             point = self.model.predict_layers(all_layers, mc_samples=0)
-            spread = (
-                self.model.predict_layers(song_layers, mc_samples=self.mc_samples)
-                if self.mc_samples > 0
-                else {}
-            )
+            spread = self._mc_spread(song_layers)
         n = len(songs)
         offsets = np.cumsum([n] + [len(x) for x in seg_layers])
         results = []
         for i, song in enumerate(songs):
             scores = {t: float(point[t][i]) for t in self.tasks}
-            std = {t: float(spread[f"{t}_std"][i]) if spread else 0.0 for t in self.tasks}
+            std = {t: float(spread[i, k]) for k, t in enumerate(self.tasks)}
             seg_scores = {t: point[t][offsets[i] : offsets[i + 1]] for t in self.tasks}
             results.append(
                 Prediction(
@@ -296,6 +293,17 @@ class Predictor:
                 )
             )
         return results
+
+    def _mc_spread(self, song_layers: np.ndarray) -> np.ndarray:
+        """MC-dropout std per song and task, ``[N, T]``. One seeded call per song, so a song's
+        uncertainty never depends on which other songs share its batch."""
+        spread = np.zeros((len(song_layers), len(self.tasks)), np.float64)
+        if self.mc_samples <= 0:
+            return spread
+        for i in range(len(song_layers)):
+            out = self.model.predict_layers(song_layers[i : i + 1], mc_samples=self.mc_samples)
+            spread[i] = [float(out[f"{t}_std"][0]) for t in self.tasks]
+        return spread
 
     def _novelty(self, layers: np.ndarray) -> np.ndarray | None:
         """RMS of the standardised model input: ~1 for songs like the training data."""

@@ -9,6 +9,7 @@ const LABELS = {
   score_streams: "Streams", score_likes: "Likes", coherence: "Coherence", musicality: "Musicality",
   memorability: "Memorability", clarity: "Clarity", naturalness: "Naturalness",
 };
+const NOVELTY_WARN = 3; // RMS z-score of the input embedding; ~1 for songs like the training data
 let MODEL = null;
 
 const $ = (id) => document.getElementById(id);
@@ -118,6 +119,13 @@ function drawLegend(songs) {
       `${key.toUpperCase()}: ${pred.path || pred.id} (${Math.round(pred.duration_s)} s)`);
     s.title = pred.id;
   }
+  for (const [key, pred] of songs) {
+    if (pred.novelty != null && pred.novelty > NOVELTY_WARN) {
+      html("p", { class: "warn", "data-song": key }, legend,
+        `${key.toUpperCase()} is unlike the training data (novelty ${pred.novelty.toFixed(1)}; ` +
+        `about 1 is typical): its scores are extrapolations.`);
+    }
+  }
 }
 
 function drawBars(songs) {
@@ -131,7 +139,6 @@ function drawBars(songs) {
     el("line", { x1: x, x2: x, y1: top - 6, y2: height - 4, stroke: "#e3e6ee" }, svg);
     el("text", { x, y: 12, "font-size": 11, fill: "#6b7385", "text-anchor": "middle" }, svg, `${g * 25}%`);
   }
-  el("text", { x: left + barW + 8, y: 12, "font-size": 11, fill: "#6b7385" }, svg, "of range");
   const bh = songs.length > 1 ? 14 : 18;
   tasks.forEach((task, i) => {
     const [lo, hi] = range(task);
