@@ -83,34 +83,43 @@ def popularity_score(
     counts = np.where(counts >= 0, counts, np.nan)
     n = len(counts)
     platforms = np.asarray(platforms, dtype=object) if platforms is not None else np.full(n, "", object)
-    groups = _group_keys(platforms, created_at, config)
-    percentile = np.full(n, np.nan)
-    for key in np.unique(groups):
-        members = np.flatnonzero(groups == key)
-        percentile[members] = percentile_rank(counts[members])
+    platform_keys = np.array([str(p) for p in platforms], dtype=object)
+    percentile = _percentile_by_group(counts, platform_keys)
+    if config.cohort is not None and created_at is not None:
+        cohort_keys = _cohort_keys(platform_keys, np.asarray(created_at, np.float64), config)
+        in_cohort = cohort_keys != None  # noqa: E711 - elementwise on an object array
+        if in_cohort.any():
+            percentile[in_cohort] = _percentile_by_group(counts[in_cohort], cohort_keys[in_cohort])
     return 100.0 * percentile**config.exponent
 
 
-def _group_keys(platforms: np.ndarray, created_at: np.ndarray | None, config: PopularityConfig) -> np.ndarray:
-    keys = np.array([f"{p}" for p in platforms], dtype=object)
-    if config.cohort is None or created_at is None:
-        return keys
-    created_at = np.asarray(created_at, dtype=np.float64)
+def _percentile_by_group(counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    percentile = np.full(len(counts), np.nan)
+    for key in np.unique(keys.astype(str)):
+        members = np.flatnonzero(keys.astype(str) == key)
+        percentile[members] = percentile_rank(counts[members])
+    return percentile
+
+
+def _cohort_keys(platform_keys: np.ndarray, created_at: np.ndarray, config: PopularityConfig) -> np.ndarray:
+    """``platform|bucket`` per song; None for songs without a time or in a too-small cohort."""
     bucket = np.floor(created_at / COHORT_SECONDS[config.cohort])
-    cohort_keys = np.array(
-        [f"{p}|{int(b)}" if np.isfinite(b) else f"{p}" for p, b in zip(platforms, bucket, strict=True)],
+    keys = np.array(
+        [f"{p}|{int(b)}" if np.isfinite(b) else None for p, b in zip(platform_keys, bucket, strict=True)],
         dtype=object,
     )
-    names, sizes = np.unique(cohort_keys, return_counts=True)
+    timed = keys != None  # noqa: E711
+    names, sizes = np.unique(keys[timed].astype(str), return_counts=True)
     small = set(names[sizes < config.min_cohort])
-    fell_back = np.array([k in small for k in cohort_keys])
-    if fell_back.any():
+    keys[[k in small for k in keys]] = None
+    n_fallback = int((keys == None).sum())  # noqa: E711
+    if n_fallback:
         log.info(
-            "%d songs in cohorts smaller than %d use their platform's percentile",
-            int(fell_back.sum()),
+            "%d songs without a time or in cohorts smaller than %d use their platform's percentile",
+            n_fallback,
             config.min_cohort,
         )
-    return np.where(fell_back, keys, cohort_keys)
+    return keys
 
 
 def fit_exponent(counts: np.ndarray, grid: np.ndarray | None = None) -> float:

@@ -1,0 +1,138 @@
+"""import-reference against an independently written reference-format model."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from apexmusic.cli import main
+from apexmusic.compat import reference_vector
+from apexmusic.errors import ModelLoadError
+from apexmusic.model import ScoringModel, import_reference_checkpoint
+
+TASKS = ["score_streams", "score_likes", "coherence", "musicality", "memorability", "clarity", "naturalness"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# Written from the published description only (DESIGN.md), sharing no code with apexmusic.model.
+class SharedLayer(nn.Module):
+    def __init__(self, i, o, p):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(i, o), nn.BatchNorm1d(o), nn.GELU(), nn.Dropout(p))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class TaskBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.branch = nn.Sequential(SharedLayer(256, 128, 0.1), SharedLayer(128, 64, 0.1), nn.Linear(64, 1))
+
+    def forward(self, x):
+        return self.branch(x)
+
+
+class PublishedAPEX(nn.Module):
+    def __init__(self, tasks, n_shared):
+        super().__init__()
+        dims = [768, 512, 256] if n_shared == 2 else [768, 512, 384, 256]
+        self.shared = nn.Sequential(*[SharedLayer(dims[i], dims[i + 1], 0.3) for i in range(n_shared)])
+        self.tasks = tasks
+        for t in tasks:
+            setattr(self, f"branch_{t}", TaskBranch())
+
+    def forward(self, x):
+        h = self.shared(x)
+        out = {}
+        for t in self.tasks:
+            z = torch.sigmoid(getattr(self, f"branch_{t}")(h)).squeeze(1)
+            out[t] = z * 100 if t.startswith("score_") else z * 4 + 1
+        return out
+
+
+def _reference_checkpoint(path, tasks, n_shared, seed=0):
+    torch.manual_seed(seed)
+    model = PublishedAPEX(tasks, n_shared)
+    g = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():  # trained-looking BatchNorm statistics
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.5, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.normal_(0, 0.2, generator=g)
+    task = "full" if len(tasks) == 7 else "popularity"
+    torch.save(
+        {
+            "model_state": model.state_dict(),
+            "task": task,
+            "shared": n_shared,
+            "mode": "song",
+            "epoch": 37,
+            "val_loss": 123.4,
+        },
+        path,
+    )
+    return model.eval()
+
+
+@pytest.mark.parametrize(("tasks", "n_shared"), [(TASKS, 2), (TASKS[:2], 3)])
+def test_imported_model_equals_the_reference_on_768d_inputs(tmp_path, tasks, n_shared):
+    reference = _reference_checkpoint(tmp_path / "best_model.pt", tasks, n_shared)
+    assert (
+        main(
+            ["import-reference", str(tmp_path / "best_model.pt"), str(tmp_path / "model"), "--n-layers", "1"]
+        )
+        == 0
+    )
+    model = ScoringModel.from_pretrained(tmp_path / "model")
+    assert model.tasks == tuple(tasks) and model.config.shared == n_shared
+    assert model.config.mixing == "reference" and not model.config.standardize
+    assert model.encoder_spec["compat"] == "reference" and model.training["epoch"] == 37
+    x = np.random.default_rng(3).standard_normal((64, 768)).astype(np.float32)
+    ours = model.predict_layers(x[:, None, :])
+    with torch.no_grad():
+        theirs = reference(torch.from_numpy(x))
+    for t in tasks:
+        np.testing.assert_allclose(ours[t], theirs[t].numpy(), rtol=1e-5, atol=1e-4)
+    assert not list((tmp_path / "model").glob("*.pt")) and not list((tmp_path / "model").glob("*.pkl"))
+
+
+def test_imported_model_mixes_13_hidden_states_like_the_reference(tmp_path):
+    reference = _reference_checkpoint(tmp_path / "best_model.pt", TASKS, 2, seed=4)
+    model = import_reference_checkpoint(tmp_path / "best_model.pt")  # default: 13 hidden states
+    assert model.config.n_layers == 13 and model.encoder_spec["n_layers"] == 13
+    hidden = np.random.default_rng(5).standard_normal((16, 13, 768)).astype(np.float32)
+    ours = model.predict_layers(hidden)
+    with torch.no_grad():
+        theirs = reference(torch.from_numpy(reference_vector(hidden)))
+    for t in TASKS:
+        np.testing.assert_allclose(ours[t], theirs[t].numpy(), rtol=1e-5, atol=1e-4)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_unsafe_or_wrong_checkpoints_are_refused(tmp_path):
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        pickle.dump({"model_state": {}, "payload": _Evil()}, f)
+    with pytest.raises(ModelLoadError):
+        import_reference_checkpoint(evil)
+    torch.save({"model_state": {"foo.weight": torch.zeros(2)}}, tmp_path / "odd.pt")
+    with pytest.raises(ModelLoadError):
+        import_reference_checkpoint(tmp_path / "odd.pt")
+    assert main(["import-reference", str(tmp_path / "missing.pt"), str(tmp_path / "m")]) == 2
