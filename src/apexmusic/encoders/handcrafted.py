@@ -44,7 +44,7 @@ Definitions:
 - ``clip_fullscale``: share of samples with abs >= 0.99; ``near_peak_ratio``: share within 5 %
   of the peak; ``peak_pileup``: log ratio of samples in the top 5 % of the amplitude range to
   those in the 80-95 % range (a clipped flat top survives resampling as such a pile-up).
-- ``silence_ratio``: frames below -60 dBFS; ``dropout_rate``: per second, frames 25 dB below
+- ``silence_ratio``: frames below -60 dBFS; ``dropout_rate``: per second, 23 ms blocks 25 dB below
   the median of their +-0.25 s neighbourhood.
 - spectral shape over non-silent frames: centroid, bandwidth, 85 % rolloff (kHz), flatness
   (Wiener entropy, 0-1), flux (positive L2 flux of unit-norm magnitude spectra).
@@ -226,7 +226,7 @@ class HandcraftedEncoder:
         feats: list[float] = []
         feats += _dynamics(x, frame_rms_db)
         feats += _clipping(x)
-        feats += [float(np.mean(~(frame_rms_db > -60))), _dropout_rate(frame_rms_db)]
+        feats += [float(np.mean(~(frame_rms_db > -60))), _dropout_rate(x)]
         feats += _zcr(frames)
         active_power = power[active] if not active.all() else power
         feats += _spectral_shape(active_power, self._freqs)
@@ -283,14 +283,17 @@ def _clipping(x: np.ndarray) -> list[float]:
     return [float(np.mean(a >= 0.99)), top / a.size, float(np.log((top + 1) / (shoulder + 1)))]
 
 
-def _dropout_rate(frame_rms_db: np.ndarray) -> float:
+def _dropout_rate(x: np.ndarray) -> float:
+    """Dropouts per second: 23 ms blocks 25 dB below the median of their +-0.25 s neighbourhood."""
     from scipy.ndimage import median_filter
 
-    if frame_rms_db.size < 5:
+    n = x.size // HOP
+    if n < 5:
         return 0.0
-    context = median_filter(frame_rms_db, size=int(_FPS // 2) | 1, mode="nearest")
-    drops = (frame_rms_db < context - 25) & (context > -50)
-    return float(drops.sum() / (frame_rms_db.size / _FPS))
+    block_db = _db(np.mean(np.square(x[: n * HOP].reshape(n, HOP), dtype=np.float64), axis=1))
+    context = median_filter(block_db, size=int(_FPS // 2) | 1, mode="nearest")
+    drops = (block_db < context - 25) & (context > -50)
+    return float(drops.sum() / (n / _FPS))
 
 
 def _zcr(frames: np.ndarray) -> list[float]:
@@ -421,7 +424,9 @@ def _onset_peaks(env: np.ndarray) -> np.ndarray:
 
 def _tempo(env: np.ndarray) -> tuple[float, float]:
     """Tempo from the onset envelope's autocorrelation weighted by a log-normal prior at 120 BPM."""
-    e = env - env.mean()
+    # Smoothing widens the one-frame onset peaks so tempi whose period is not a whole number
+    # of frames still correlate at their own lag rather than at twice it.
+    e = np.convolve(env - env.mean(), np.hanning(5)[1:-1] / 2.0, mode="same")
     min_lag, max_lag = int(60 / 240 * _FPS), int(np.ceil(60 / 40 * _FPS))
     if e.size < 2 * min_lag or np.dot(e, e) <= _EPS:
         return 0.0, 0.0
