@@ -24,7 +24,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -453,7 +453,7 @@ def _match(song_id: str, audio: str, indexes: list[dict[str, int]]) -> int:
         return by_id[song_id]
     if not audio:
         return -1
-    keys = [(by_id, audio), (by_path, Path(audio).as_posix().lstrip("./")), (by_stem, Path(audio).stem)]
+    keys = [(by_id, audio), (by_path, Path(audio).as_posix()), (by_stem, Path(audio).stem)]
     for index, key in keys:
         row = index.get(key)
         if row is not None and row >= 0:
@@ -938,7 +938,9 @@ def system_votes(battles: Battles) -> dict[str, int]:
 
 
 def arena_leaderboard(
-    battles: Battles, config: LeaderboardConfig | None = None, on_progress=None
+    battles: Battles,
+    config: LeaderboardConfig | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[LeaderboardRow]:
     """The official Music Arena leaderboard, best first.
 
