@@ -302,21 +302,53 @@ def _some(keys: list[str], n: int = 5) -> str:
 
 
 def build_model(arch: MertArch, state: dict[str, Any] | None = None, seed: int = 0):
-    """A HubertModel in eval mode: ``state`` loaded strictly, or seeded random weights."""
-    import torch
+    """A HubertModel in eval mode: ``state`` loaded strictly, or seeded random weights.
+
+    transformers' own initialisation is skipped (it costs seconds for weights that are
+    overwritten at once); random weights come from ``random_init``.
+    """
     from transformers import HubertModel
 
-    config = arch.hubert_config()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = HubertModel(config)
-    if state is not None:
+    with _no_init_weights():
+        model = HubertModel(arch.hubert_config())
+    if state is None:
+        random_init(model, seed)
+    else:
         mapped = map_mert_state_dict(state, set(model.state_dict()))
         try:
             model.load_state_dict(mapped, strict=True)
         except RuntimeError as exc:  # shape mismatches
             raise ModelLoadError(f"weights do not fit the MERT architecture: {exc}") from None
     return model.eval().requires_grad_(False)
+
+
+def _no_init_weights():
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
+def random_init(model: Any, seed: int = 0) -> None:
+    """Seeded random weights at HuBERT's scales: linears std 0.02, convs Kaiming (std sqrt(2 / fan_in)),
+    norms identity, biases zero. Uniform draws (same std) because they are several times cheaper."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("original0"):  # weight-norm magnitude: set from the direction below
+                continue
+            if param.ndim == 1:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            std = 0.02 if param.ndim == 2 else (2.0 / (param.shape[1] * param.shape[2])) ** 0.5
+            param.uniform_(-(3**0.5) * std, 3**0.5 * std, generator=generator)
+        conv = model.encoder.pos_conv_embed.conv
+        if hasattr(conv, "parametrizations"):
+            direction = conv.parametrizations.weight.original1
+            conv.parametrizations.weight.original0.copy_(direction.norm(dim=(0, 1), keepdim=True))
 
 
 def load_folder(folder: Path, expected: MertArch):
@@ -423,6 +455,8 @@ class MertEncoder:
         on_gpu = self.device.startswith("cuda")
         self.batch_samples = int((batch_seconds or (1920.0 if on_gpu else 60.0)) * self.sample_rate)
         self.batch_size = batch_size
+        # segments of 30 s the embedding pipeline should hand over per encode() call
+        self.default_batch_size = batch_size or max(1, self.batch_samples // (30 * self.sample_rate))
         self.model = model.to(self.device)
         self._engine = (
             FastMert(
@@ -558,5 +592,6 @@ __all__ = [
     "load_weights",
     "map_mert_state_dict",
     "plain_pooled",
+    "random_init",
     "resolve_precision",
 ]
