@@ -198,6 +198,9 @@ def test_rule_metrics_equal_independent_computation():
     pred = np.concatenate([(dd > 0).astype(int), np.ones((dd == 0).sum(), int)])
     w = np.concatenate([np.where(dd == 0, 0.5, 1.0), np.full((dd == 0).sum(), 0.5)])
     assert m["f1"] == pytest.approx(f1_score(yy, pred, average="macro", sample_weight=w))
+    abs_dec, abs_tie = np.abs(d[dec]), np.abs(d[~dec])
+    greater = (abs_dec[:, None] > abs_tie[None, :]) + 0.5 * (abs_dec[:, None] == abs_tie[None, :])
+    assert m["tie_closeness"] == pytest.approx(greater.mean())
     for k in ("accuracy", "auc", "f1"):
         lo, hi = m[f"{k}_ci"]
         assert lo <= m[k] <= hi and hi - lo < 0.3

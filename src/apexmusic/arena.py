@@ -510,13 +510,14 @@ def rule_metrics(
     ``accuracy`` counts a tied label or a tied prediction as 0.5; ``accuracy_decisive``,
     ``auc`` and ``f1`` (macro over the classes "A wins" / "B wins", a tied prediction split
     half-half) use the decisive battles only. Intervals: percentile bootstrap over battles.
+    ``tie_closeness`` compares |diff| on decisive and tied battles (None without ties).
     """
     keep = np.isin(preference, ["A", "B", "TIE"]) & np.isfinite(diff)
     pref, diff = preference[keep], diff[keep]
     n, n_tie = len(pref), int((pref == "TIE").sum())
     out = {"n": n, "n_decisive": n - n_tie, "n_ties": n_tie}
     if n == 0:
-        return out | {k: None for k in ("accuracy", "accuracy_decisive", "auc", "f1")}
+        return out | {k: None for k in ("accuracy", "accuracy_decisive", "auc", "f1", "tie_closeness")}
     parts = _metric_parts(pref, diff)
     point = _metrics_from_weights(parts, np.ones((1, n)))
     boot = {k: [] for k in point}
@@ -534,7 +535,20 @@ def rule_metrics(
             out[f"{k}_ci"] = [float(lo), float(hi)]
         else:
             out[f"{k}_ci"] = None
+    out["tie_closeness"] = _tie_closeness(pref, diff)
     return out
+
+
+def _tie_closeness(pref: np.ndarray, diff: np.ndarray) -> float | None:
+    """P(|diff| of a decisive battle > |diff| of a tied one), ties 0.5: above 0.5 when the
+    scores see the battles listeners called a tie as closer contests."""
+    from scipy.stats import mannwhitneyu
+
+    tie = pref == "TIE"
+    if not tie.any() or tie.all():
+        return None
+    u = mannwhitneyu(np.abs(diff[~tie]), np.abs(diff[tie])).statistic
+    return float(u / ((~tie).sum() * tie.sum()))
 
 
 @dataclass
