@@ -321,3 +321,17 @@ def test_score_store_refuses_a_store_embedded_differently(predict_model_dir, tmp
     with pytest.raises(ConfigError, match="segment_seconds"):
         score_store(predict_model_dir.parent / "store", model_dir, tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_store_jsonl_writer_escapes_strings_and_keeps_floats_exact():
+    import pyarrow as pa
+
+    from apexmusic.predict import _jsonl_lines
+
+    ids = ["plain", 'quote"d', "back\\slash", "new\nline", "ünï"]
+    values = np.array([0.1, 53.25123596191406, 1e-7, 3.0, 2.5], np.float32).astype(np.float64)
+    for id_column in (ids, pa.array(ids)):
+        text = _jsonl_lines({"id": id_column, "path": pa.array(["/a"] * 5), "score": values}).decode()
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert [r["id"] for r in rows] == ids
+        assert [r["score"] for r in rows] == values.tolist()

@@ -675,7 +675,7 @@ def _iter_store_batches(store: EmbeddingStore, batch_size: int, n_layers: int, d
             layers = flat.astype(np.float32, copy=False).reshape(batch.num_rows, n_layers, dim)
             if not layers.flags.writeable:  # arrow buffers are read-only; torch wants to own them
                 layers = layers.copy()
-            yield batch.column(0).to_pylist(), batch.column(1).to_pylist(), layers
+            yield batch.column(0), batch.column(1), layers  # Arrow string arrays stay Arrow
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,7 +859,7 @@ class _StreamWriter:
             self._csv = self._csv or pacsv.CSVWriter(self.path, table.schema)
             self._csv.write_table(table)
         else:
-            self._fh = self._fh or self.path.open("w", encoding="utf-8")
+            self._fh = self._fh or self.path.open("wb")
             self._fh.write(_jsonl_lines(columns))
 
     def close(self) -> None:
@@ -876,15 +876,37 @@ def _stream_writer(path: Path, suffix: str) -> _StreamWriter:
     return _StreamWriter(path, suffix)
 
 
-def _jsonl_lines(columns: dict[str, Any]) -> str:
-    """JSON lines for a column batch: keys/strings via json.dumps, floats via repr (exact)."""
-    names = list(columns)
-    cols = [
-        [json.dumps(v) for v in col] if not isinstance(col, np.ndarray) else [repr(float(x)) for x in col]
-        for col in columns.values()
-    ]
-    keys = [json.dumps(n) + ": " for n in names]
-    return "".join(
-        "{" + ", ".join(k + c[i] for k, c in zip(keys, cols, strict=True)) + "}\n"
-        for i in range(len(cols[0]))
-    )
+def _jsonl_lines(columns: dict[str, Any]) -> bytes:
+    """JSON lines for a column batch, built column-wise with Arrow kernels (millions of rows/s).
+
+    Floats use Arrow's shortest round-trip formatting; strings are JSON-escaped (rows holding
+    control characters fall back to ``json.dumps``).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = []
+    for i, (name, col) in enumerate(columns.items()):
+        parts.append(("{" if i == 0 else ", ") + json.dumps(name) + ": ")
+        if isinstance(col, np.ndarray) and col.dtype.kind == "f":
+            parts.append(pc.cast(pa.array(col.astype(np.float64)), pa.string()))
+        else:
+            parts.append(_json_string_array(col))
+    parts.append("}\n")
+    lines = pc.binary_join_element_wise(*parts, "")  # one string per row, newline included
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    return lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _json_string_array(values: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = values if isinstance(values, pa.Array) else pa.array([str(v) for v in values], pa.string())
+    if pc.any(pc.match_substring_regex(arr, '["\\\\\\x00-\\x1f]')).as_py():
+        if pc.any(pc.match_substring_regex(arr, "[\\x00-\\x1f]")).as_py():
+            return pa.array([json.dumps(v, ensure_ascii=False) for v in arr.to_pylist()], pa.string())
+        arr = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise('"', arr, '"', "")
