@@ -88,3 +88,21 @@ def test_our_leaderboard_orders_systems_like_the_official_boards(arena_dir, batt
     # positive and their mean to be well above chance (0).
     assert min(rhos.values()) > 0.5
     assert np.mean(list(rhos.values())) > 0.65
+
+
+def test_scores_equal_the_official_row_per_battle_fit_on_real_battles(raw_rows, battles):
+    # Music Arena's scoring.py fits one ±1 row per battle with sklearn; ours sums battles per
+    # pair and adds mirrored half-weight rows. Same penalised likelihood, so the same scores.
+    from sklearn.linear_model import LogisticRegression
+
+    systems = sorted({r["system_a"] for r in raw_rows} | {r["system_b"] for r in raw_rows})
+    x = np.zeros((len(raw_rows), len(systems)))
+    for i, r in enumerate(raw_rows):
+        x[i, systems.index(r["system_a"])], x[i, systems.index(r["system_b"])] = 1, -1
+    y = np.array([r["preference"] == "A" for r in raw_rows], int)
+    lr = LogisticRegression(C=1.0, fit_intercept=False, tol=1e-10, max_iter=10000).fit(x, y)
+    official = 400 / np.log(10) * lr.coef_[0]
+    official = official - official.mean() + 1000
+    ours = arena.bradley_terry_scores(battles)
+    for s, v in zip(systems, official, strict=True):
+        assert ours[s] == pytest.approx(v, abs=0.05), s
