@@ -131,6 +131,23 @@ def test_plain_csv_and_missing_file(tmp_path, shared_data):
         arena.load_battles(tmp_path / "nope.csv")
 
 
+def test_parquet_battles_and_non_object_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        _record(i, "x", "y", p, is_instrumental=i % 2 == 0, s_a=float(i), s_b=1.0)
+        for i, p in enumerate("ABA")
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "b.parquet")
+    b = arena.load_battles(tmp_path / "b.parquet")
+    assert list(b.preference) == ["A", "B", "A"] and list(b.instrumental) == [1.0, 0.0, 1.0]
+    np.testing.assert_array_equal(b.scores_a["s"], [0.0, 1.0, 2.0])
+    (tmp_path / "bad.json").write_text('["A", "B"]')
+    with pytest.raises(DataError, match="JSON object"):
+        arena.load_battles(tmp_path / "bad.json")
+
+
 def test_scores_file_join_rule_and_unmatched_report(tmp_path):
     scores = [
         {"id": "song-1", "path": "/data/ma/audio_files/01/aaa.mp3", **{t: 1.0 for t in ALL_TASKS}},

@@ -192,6 +192,9 @@ def battles_from_records(records: Iterable[Mapping]) -> Battles:
     Rows without two system names or with an unknown preference go to ``invalid``.
     """
     records = list(records)
+    bad = next((r for r in records if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise DataError(f"a battle must be a JSON object / table row, got {type(bad).__name__}: {bad!r:.80}")
     names = _score_column_names(records)
     kept: list[tuple[int, Mapping]] = []
     invalid: list[dict] = []
@@ -226,10 +229,12 @@ def battles_from_records(records: Iterable[Mapping]) -> Battles:
 
 def _read_records(path: Path) -> list[dict]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".json", ".jsonl", ".csv"})
+        files = sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in {".json", ".jsonl", ".csv", ".parquet"}
+        )
         return [rec for p in files for rec in _read_records(p)]
     if not path.is_file():
-        raise InputError(f"battles file not found: {path}")
+        raise InputError(f"file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix in {".csv", ".tsv"}:
