@@ -170,8 +170,8 @@ def _ffmpeg_reason(exc: Exception) -> str:
     return " ".join(str(text).split())[:160]
 
 
-def _iter_mono_chunks(path: str | os.PathLike, info: dict) -> Iterator[np.ndarray]:
-    """Decoded mono float32 chunks at the file's own rate; fills ``info['rate']``, ``info['channels']``.
+def _iter_frames(path: str | os.PathLike, info: dict) -> Iterator[np.ndarray]:
+    """Decoded float32 ``[T, C]`` frames at the file's own rate; fills ``info['rate']``, ``info['channels']``.
 
     Packets FFmpeg cannot decode are skipped (as the ``ffmpeg`` tool does), so a truncated or
     partly corrupt file yields the audio that is intact; a file with none raises.
@@ -200,14 +200,10 @@ def _iter_mono_chunks(path: str | os.PathLike, info: dict) -> Iterator[np.ndarra
                         if decoded:
                             raise AudioDecodeError("sample rate changes inside the stream")
                         info["rate"] = int(frame.sample_rate)
-                    for converted in to_float.resample(frame):
-                        channels = len(converted.layout.channels)
-                        samples = converted.to_ndarray().reshape(-1, channels)  # [T, C] interleaved
-                        if samples.size == 0:
-                            continue
-                        info["channels"] = channels
+                    for samples in _float_frames(frame, to_float):
+                        info["channels"] = samples.shape[1]
                         decoded += samples.shape[0]
-                        yield samples.mean(axis=1, dtype=np.float32) if channels > 1 else samples[:, 0]
+                        yield samples
         except av.error.FFmpegError as exc:
             bad_packets += 1
             log.warning("%s: decoding stopped early: %s", path, _ffmpeg_reason(exc))
@@ -223,18 +219,42 @@ def _iter_mono_chunks(path: str | os.PathLike, info: dict) -> Iterator[np.ndarra
         container.close()
 
 
-def _gather(chunks: Iterator[np.ndarray], size: int = _CHUNK_SAMPLES) -> Iterator[np.ndarray]:
-    """Concatenate small decoded frames into blocks of about ``size`` samples (fewer soxr calls)."""
+def _float_frames(frame, to_float) -> Iterator[np.ndarray]:
+    """A decoded frame as float32 ``[T, C]`` arrays (most codecs already decode to float)."""
+    channels = len(frame.layout.channels)
+    if frame.format.name == "fltp" and channels <= 2:  # mp3, aac, vorbis: no conversion needed
+        samples = frame.to_ndarray().T
+        if samples.size:
+            yield samples
+        return
+    for converted in to_float.resample(frame):
+        channels = len(converted.layout.channels)
+        samples = converted.to_ndarray().reshape(-1, channels)  # interleaved
+        if samples.size:
+            yield samples
+
+
+def _gather_mono(frames: Iterator[np.ndarray], size: int = _CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+    """Join small ``[T, C]`` frames into mono blocks of about ``size`` samples (one channel mean and
+    one soxr call per block instead of per codec frame)."""
     parts: list[np.ndarray] = []
     count = 0
-    for chunk in chunks:
-        parts.append(chunk)
-        count += chunk.size
+
+    def mono() -> np.ndarray:
+        block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+
+    for frame in frames:
+        if parts and frame.shape[1] != parts[0].shape[1]:  # the channel count changed mid-stream
+            yield mono()
+            parts, count = [], 0
+        parts.append(frame)
+        count += frame.shape[0]
         if count >= size:
-            yield np.concatenate(parts)
+            yield mono()
             parts, count = [], 0
     if parts:
-        yield np.concatenate(parts)
+        yield mono()
 
 
 def _iter_resampled(
@@ -246,7 +266,7 @@ def _iter_resampled(
     sanitise = _Sanitiser()
     stream = None
     stats["input_samples"] = 0
-    for block in _gather(_iter_mono_chunks(path, stats)):
+    for block in _gather_mono(_iter_frames(path, stats)):
         block = sanitise(np.ascontiguousarray(block, dtype=np.float32))
         stats["input_samples"] += block.size
         if stream is None and stats["rate"] != sample_rate:
