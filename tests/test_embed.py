@@ -184,3 +184,21 @@ def test_cli_exit_codes(tmp_path, capsys):
         main(["embed", str(songs[0].path), "--out", str(tmp_path / "w"), "--precision", "fp8"])
     assert exit_info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_interrupted_run_keeps_finished_songs_and_resume_completes_it(tmp_path):
+    songs = _songs(tmp_path, seconds=(2.0, 2.0, 2.0, 2.0))
+    out = tmp_path / "store"
+
+    def interrupt_after_two(progress):
+        if progress.done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_inputs(songs, out, EmbedConfig(workers=1), on_progress=interrupt_after_two)
+    store = EmbeddingStore.open(out)
+    assert len(store.done_ids()) == 2  # written on the way out, as a whole shard
+    report = embed_inputs(songs, out, EmbedConfig(workers=1, resume=True))
+    assert (report.n_done, report.n_skipped) == (2, 2)
+    ids = [r["id"] for r in store.iter_rows(columns=["id"])]
+    assert sorted(ids) == sorted(s.id for s in songs)

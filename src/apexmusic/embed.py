@@ -511,9 +511,10 @@ class _Run:
         if not tasks:
             return
         n_workers = min(self.config.n_workers(), len(tasks))
-        if n_workers == 0:
-            self._consume(_in_process_messages(tasks, self.encoder.sample_rate, self.segment))
-        else:
+        try:
+            if n_workers == 0:
+                self._consume(_in_process_messages(tasks, self.encoder.sample_rate, self.segment))
+                return
             queue_size = max(4, 2 * self.batch_size + 2 * n_workers)
             pool = _WorkerPool(
                 n_workers, self.encoder.sample_rate, self.segment, queue_size, self.config.decode_timeout_s
@@ -523,7 +524,8 @@ class _Run:
                 self._consume(pool.messages(lambda: self.resolved >= len(self.songs)))
             finally:
                 pool.close()
-        self._flush_writes()
+        finally:  # also on Ctrl-C: finished songs reach a shard, so --resume skips them
+            self._flush_writes()
 
     def _plan(self) -> list[tuple[int, str, str | None]]:
         """Decode tasks, one per distinct content; duplicates wait for their primary's vectors."""
