@@ -101,18 +101,19 @@ def test_music_arena_schema_any_case_empty_audio_and_invalid_rows(tmp_path):
         _record(3, "x", "z", "maybe", q_a=1, q_b=2),  # unknown preference
         {"battle_uuid": "b4", "system_a": "x", "preference": "B", "q_a": 1, "q_b": 2},  # no system_b
         _record(5, "z", "x", "B", is_instrumental=False, q_a=2, q_b=1),
+        _record(6, "x", "x", "A", q_a=2, q_b=1),  # a system against itself
     ]
     path = tmp_path / "battles.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     b = arena.load_battles(path)
     assert list(b.ids) == ["b0", "b1", "b2", "b5"]
     assert list(b.preference) == ["A", "TIE", "BOTH_BAD", "B"]
-    assert [r["id"] for r in b.invalid] == ["b3", "b4"] and "preference" in b.invalid[0]["reason"]
+    assert [r["id"] for r in b.invalid] == ["b3", "b4", "b6"] and "preference" in b.invalid[0]["reason"]
     np.testing.assert_array_equal(b.instrumental[[0, 1, 3]], [1.0, 0.0, 0.0])
     assert np.isnan(b.instrumental[2])
     assert b.score_names == ("q",)  # duration_a/_b are metadata, not a score
     assert np.isnan(b.scores_a["q"][2]) and b.scores_b["q"][2] == 3
-    assert b.counts() == {"n_battles": 4, "n_decisive": 2, "n_tie": 1, "n_both_bad": 1, "n_invalid": 2}
+    assert b.counts() == {"n_battles": 4, "n_decisive": 2, "n_tie": 1, "n_both_bad": 1, "n_invalid": 3}
 
     # The same battles as one JSON file per battle in a folder (the released dataset layout).
     folder = tmp_path / "battle_data" / "01-2025JULAUG"

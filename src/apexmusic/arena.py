@@ -316,6 +316,8 @@ def _row_problem(row: Mapping) -> str | None:
     a, b = _systems(row)
     if a in (None, "") or b in (None, ""):
         return "missing system_a / system_b"
+    if str(a) == str(b):
+        return f"a system against itself ({a})"
     if _preference(row) is None:
         return f"unknown preference {row.get('preference', row.get('winner'))!r} (want A|B|TIE|BOTH_BAD)"
     return None
@@ -607,8 +609,10 @@ def _weighted_auc(w_pos: np.ndarray, w_neg: np.ndarray, onehot) -> np.ndarray:
     return np.where(denom > 0, num / np.where(denom > 0, denom, 1), np.nan)
 
 
-def _bootstrap_weights(n: int, n_bootstrap: int, rng: np.random.Generator, chunk: int = 200):
-    """Resampling battles with replacement, as multiplicity counts, in chunks [R, n]."""
+def _bootstrap_weights(n: int, n_bootstrap: int, rng: np.random.Generator, max_cells: int = 2_000_000):
+    """Resampling battles with replacement, as multiplicity counts, in chunks [R, n] of at most
+    ``max_cells`` entries (16 MB), so memory stays flat for large battle sets."""
+    chunk = max(1, min(200, max_cells // max(n, 1)))
     done = 0
     while done < n_bootstrap:
         size = min(chunk, n_bootstrap - done)
@@ -907,32 +911,61 @@ def bradley_terry_scores(
     coefficients, mean-centred at 1000 over the systems in the data. ``weights`` multiplies
     each battle (bootstrap counts). Only systems with positive weight are fitted.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    keep = battles.preference != "BOTH_BAD"
     w = np.ones(len(battles)) if weights is None else np.asarray(weights, float)
-    keep &= w > 0
-    sys_a, sys_b, pref, w = battles.system_a[keep], battles.system_b[keep], battles.preference[keep], w[keep]
-    systems = sorted(set(sys_a.tolist()) | set(sys_b.tolist()))
-    if len(systems) < 2:
-        return {s: ARENA_INIT for s in systems}
-    index = {s: i for i, s in enumerate(systems)}
-    ia = np.array([index[s] for s in sys_a])
-    ib = np.array([index[s] for s in sys_b])
-    # Canonical orientation: the alphabetically first system of a battle takes the +1 side.
+    return _fit_pairs(_pair_design(battles), w, C)
+
+
+@dataclass
+class _PairDesign:
+    """Battles reduced to distinct system pairs, each oriented with the alphabetically first
+    system on the +1 side (the likelihood does not depend on the orientation)."""
+
+    systems: list[str]
+    pair_lo: np.ndarray  # per pair: index of the +1 system
+    pair_hi: np.ndarray  # per pair: index of the -1 system
+    pair_of: np.ndarray  # per battle: its pair
+    lo_won: np.ndarray  # per battle: credit of the +1 system (1, 0, or 0.5 for a tie)
+    valid: np.ndarray  # per battle: 1.0 unless BOTH_BAD
+
+
+def _pair_design(battles: Battles) -> _PairDesign:
+    valid = (battles.preference != "BOTH_BAD").astype(float)
+    systems, codes = np.unique(np.concatenate([battles.system_a, battles.system_b]), return_inverse=True)
+    ia, ib = codes[: len(battles)], codes[len(battles) :]
     flip = ia > ib
     lo, hi = np.where(flip, ib, ia), np.where(flip, ia, ib)
-    a_won = np.where(pref == "A", 1.0, np.where(pref == "B", 0.0, 0.5))
-    lo_won = np.where(flip, 1 - a_won, a_won)
+    a_won = np.where(battles.preference == "A", 1.0, np.where(battles.preference == "B", 0.0, 0.5))
+    pairs, pair_of = np.unique(lo * len(systems) + hi, return_inverse=True)
+    return _PairDesign(
+        systems=[str(s) for s in systems],
+        pair_lo=pairs // len(systems),
+        pair_hi=pairs % len(systems),
+        pair_of=pair_of.ravel(),
+        lo_won=np.where(flip, 1 - a_won, a_won),
+        valid=valid,
+    )
+
+
+def _fit_pairs(design: _PairDesign, weights: np.ndarray, C: float) -> dict[str, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    w = weights * design.valid
+    n_pairs = len(design.pair_lo)
     # Battles of one pair share their row x, so they are summed into a win weight and a loss
     # weight per pair (the likelihood is a weighted sum; this is exact, and fast).
-    pair = lo * len(systems) + hi
-    pairs, inverse = np.unique(pair, return_inverse=True)
-    won = np.bincount(inverse, weights=lo_won * w)
-    lost = np.bincount(inverse, weights=(1 - lo_won) * w)
-    x = np.zeros((len(pairs), len(systems)))
-    x[np.arange(len(pairs)), pairs // len(systems)] = 1.0
-    x[np.arange(len(pairs)), pairs % len(systems)] = -1.0
+    won = np.bincount(design.pair_of, weights=design.lo_won * w, minlength=n_pairs)
+    lost = np.bincount(design.pair_of, weights=(1 - design.lo_won) * w, minlength=n_pairs)
+    used = won + lost > 0
+    present = np.unique(np.concatenate([design.pair_lo[used], design.pair_hi[used]]))
+    if len(present) < 2:
+        return {design.systems[i]: ARENA_INIT for i in present}
+    column = np.full(len(design.systems), -1)
+    column[present] = np.arange(len(present))
+    rows = np.arange(used.sum())
+    x = np.zeros((len(rows), len(present)))
+    x[rows, column[design.pair_lo[used]]] = 1.0
+    x[rows, column[design.pair_hi[used]]] = -1.0
+    won, lost = won[used], lost[used]
     # Win part (label 1) and loss part (label 0); a tie adds half to each. Each part is also
     # mirrored (-x, 1-label) at half weight, which leaves the penalised likelihood unchanged
     # but guarantees both labels are present even when one system won everything.
@@ -944,7 +977,7 @@ def bradley_terry_scores(
     lr.fit(xs[nz], ys[nz], sample_weight=ws[nz])
     scores = ARENA_SCALE * lr.coef_[0] / math.log(ARENA_BASE)
     scores = scores - scores.mean() + ARENA_INIT
-    return dict(zip(systems, scores.tolist(), strict=True))
+    return {design.systems[i]: float(v) for i, v in zip(present, scores, strict=True)}
 
 
 def system_votes(battles: Battles) -> dict[str, int]:
@@ -977,11 +1010,12 @@ def arena_leaderboard(
 
     samples = np.empty((config.n_bootstrap, len(systems)))
     rng = np.random.default_rng(config.seed)
+    design = _pair_design(battles)
     done = 0
     with threadpool_limits(1):
         for weights in _bootstrap_weights(len(battles), config.n_bootstrap, rng):
             for w in weights:
-                boot = bradley_terry_scores(battles, config.C, w)
+                boot = _fit_pairs(design, w, config.C)
                 samples[done] = [boot.get(s, scores[s]) for s in systems]
                 done += 1
                 if on_progress is not None:
