@@ -105,6 +105,7 @@ def _add_embed(sub):
     p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")
+    _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
     p.add_argument("--workers", type=int, default=None, help="decoder processes (0: decode in-process)")
     p.add_argument(
@@ -172,7 +173,33 @@ def _embed_ray(songs, args, config, on_progress):
         from apexmusic.distributed import embed_inputs_ray
     except ImportError as exc:
         raise ConfigError(f"ray engine unavailable: {exc}") from exc
-    return embed_inputs_ray(songs, args.out, config, on_progress=on_progress, ray_address=args.ray_address)
+    return embed_inputs_ray(
+        songs,
+        args.out,
+        config,
+        on_progress=on_progress,
+        ray_address=args.ray_address,
+        num_gpus_per_actor=args.ray_gpus_per_actor,
+        concurrency=args.ray_concurrency,
+    )
+
+
+def _add_ray_sizing_args(p) -> None:
+    """Flags of the Ray engine (issue 7): the encoder actor pool."""
+    p.add_argument(
+        "--ray-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encoder actors (--engine ray; default one per GPU, or cores/4 without GPUs)",
+    )
+    p.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs per encoder actor (--engine ray; default 1 when the cluster has GPUs, else 0)",
+    )
 
 
 # === train / evaluate / grid / import-reference (issue 3) ===
@@ -436,6 +463,8 @@ def _add_predict(sub):
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
     p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")
+    _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="skip ids already in --out and append")
     p.add_argument(
         "--batch-size",
@@ -498,7 +527,16 @@ def _predict_ray(songs, args, config, on_progress):
         from apexmusic.distributed import predict_inputs_ray
     except ImportError as exc:
         raise ConfigError(f"ray engine unavailable: {exc}") from exc
-    return predict_inputs_ray(songs, args.model, args.out, config, on_progress=on_progress)
+    return predict_inputs_ray(
+        songs,
+        args.model,
+        args.out,
+        config,
+        on_progress=on_progress,
+        ray_address=args.ray_address,
+        num_gpus_per_actor=args.ray_gpus_per_actor,
+        concurrency=args.ray_concurrency,
+    )
 
 
 def _predict_store(args) -> int:
