@@ -39,6 +39,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
 
     from apexmusic.model import HeadConfig, ScoringModel, build_net
     from apexmusic.store import EmbeddingStore
+    from apexmusic.train import encoder_spec_from_manifest
 
     store = EmbeddingStore.open(store_dir)
     data = store.load(with_segments=True)
@@ -70,15 +71,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
         net.eval()
     finally:
         torch.set_num_threads(threads)
-    spec = {
-        "name": manifest["encoder"],
-        "weights": manifest["weights"],
-        "n_layers": int(manifest["n_layers"]),
-        "dim": int(manifest["dim"]),
-        "segment_seconds": manifest["segment_seconds"],
-        "hop_seconds": manifest["hop_seconds"],
-        "compat": manifest.get("compat"),
-    }
+    spec = encoder_spec_from_manifest(manifest)  # the same spec `apexmusic train` records
     model = ScoringModel(
         net=net,
         encoder_spec=spec,
