@@ -207,3 +207,19 @@ def test_weight_sources_agree_and_conversion_is_cached(musicnn_wheel, tmp_path, 
         load_msd(weights=str(extracted), device="cpu")
     with pytest.raises(ModelLoadError):
         load_msd(weights=str(tmp_path / "missing.whl"), device="cpu")
+
+
+def test_mtt_model_tags_real_songs_sensibly(musicnn_wheel, real_audio_files):
+    """No TF reference exists for MTT_musicnn; its tags on real songs must still make sense."""
+    mtt = load_encoder("musicnn-mtt", weights=str(musicnn_wheel), device="cpu")
+    by_name = {p.name: p for p in real_audio_files}
+
+    def top(name: str, k: int) -> list[str]:
+        clip = _decode(by_name[name])[20 * SAMPLE_RATE : 32 * SAMPLE_RATE]
+        probs = mtt.extras(clip[None], np.array([len(clip)]))["tags"][0]
+        return [mtt.labels["tags"][i] for i in np.argsort(-probs)[:k]]
+
+    sonata = top("acestep_sonata_piano_violin.opus", 4)
+    assert "classical" in sonata and "violin" in sonata
+    rap = top("acestep_hiphop_rap_shirt_song.opus", 6)
+    assert "male" in rap and "classical" not in rap
