@@ -129,13 +129,12 @@ def pooling_seconds(n_segments: int, encoder) -> float:
 
     from apexmusic.encoders.mert_fast import _masked_mean
 
-    frames = 2249
-    hidden = torch.randn(1, frames, encoder.dim, dtype=encoder._engine.dtype)
-    weights = torch.full((1, frames), 1.0 / frames)
-    _masked_mean(hidden, weights)
+    frames = torch.tensor([2249])
+    hidden = torch.randn(1, 2249, encoder.dim, dtype=encoder._engine.dtype)
+    _masked_mean(hidden, frames, True)
     t = time.perf_counter()
     for _ in range(20):
-        _masked_mean(hidden, weights)
+        _masked_mean(hidden, frames, True)
     return (time.perf_counter() - t) / 20 * encoder.n_layers * n_segments
 
 
@@ -248,7 +247,48 @@ def make_long_song(songs: list[np.ndarray], seconds: float, path: Path) -> None:
 # Rows for other encoders, measured on the same ``files``. Each row: a dict with keys
 # "row", "audio_s", "wall_s" and optionally "note". Keep this function self-contained.
 def extra_encoder_rows(files: list[Path]) -> list[dict]:
+    """musicnn-msd (fp32, bf16) and handcrafted on the same files: whole ``embed_inputs`` runs
+    (decode + encoder + store, default workers, 30 s segments) and musicnn's forward alone on
+    pre-decoded 30 s segments. Real musicnn weights (the wheel is downloaded once if needed)."""
+    import tempfile
+    import time
+
+    from apexmusic.audio import SegmentConfig, decode_mono, segment_array
+    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.encoders import load_encoder
+    from apexmusic.sources import resolve_inputs
+
+    songs = resolve_inputs([str(f) for f in files])
     rows: list[dict] = []
+
+    def pipeline(encoder: str, precision: str = "auto") -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-extra-") as tmp:
+            config = EmbedConfig(encoder=encoder, precision=precision, device="cpu")
+            t = time.perf_counter()
+            report = embed_inputs(songs, Path(tmp) / "store", config)
+            wall = time.perf_counter() - t
+        note = f"decode + model + store; {report.n_done} done, {report.n_failed} failed"
+        name = f"{encoder} pipeline ({precision}, embed_inputs)"
+        rows.append({"row": name, "audio_s": report.audio_seconds, "wall_s": wall, "note": note})
+        print(f"  {rows[-1]['row']}: {report.audio_seconds / wall:.2f}x real time", flush=True)
+
+    load_encoder("musicnn-msd", device="cpu")  # download + convert once, outside the timings
+    pipeline("handcrafted")
+    pipeline("musicnn-msd", "fp32")
+    pipeline("musicnn-msd", "bf16")
+
+    audio = [decode_mono(f, 16000)[0] for f in files]
+    segments = [s for a in audio for s in segment_array(a, 16000, 16000, SegmentConfig(30.0))]
+    audio_s = sum(len(a) for a in audio) / 16000
+    for precision in ("fp32", "bf16"):
+        encoder = load_encoder("musicnn-msd", device="cpu", precision=precision)
+        t = time.perf_counter()
+        for start in range(0, len(segments), 8):
+            batch = segments[start : start + 8]
+            encoder.encode(np.stack([s.audio for s in batch]), np.array([s.valid for s in batch]))
+        rows.append({"row": f"musicnn-msd forward only ({precision}, batch 8 x 30 s)", "audio_s": audio_s,
+                     "wall_s": time.perf_counter() - t, "note": "log-mel + network + pooling"})  # fmt: skip
+        print(f"  {rows[-1]['row']}: {audio_s / rows[-1]['wall_s']:.2f}x real time", flush=True)
     return rows
 
 
@@ -270,6 +310,7 @@ def main() -> None:
     import torch
 
     from apexmusic.encoders import load_encoder
+    from apexmusic.encoders.mert import MERT_V1_95M, build_model
     from apexmusic.encoders.mert_fast import model_flops_per_second
 
     if args.threads:
@@ -291,7 +332,8 @@ def main() -> None:
     encoder = load_encoder("mert-v1-95m", weights="random", device="cpu", precision="auto")
     load_s = time.perf_counter() - t
     batch = encoder.default_batch_size
-    flops = model_flops_per_second(encoder.model.config, 30.0)["total"]
+    plain = build_model(MERT_V1_95M, seed=0)  # the same seeded random weights, float32, as HubertModel
+    flops = model_flops_per_second(plain.config, 30.0)["total"]
     print(
         f"bf16 matmul peak {peak:.0f} GFLOP/s; model {flops / 1e9:.1f} GFLOP per audio second; "
         f"precision {encoder.precision}, batch {batch}, model build {load_s:.1f} s"
@@ -314,8 +356,8 @@ def main() -> None:
         )
         print(f"  {name}: {rate:.2f}x real time", flush=True)
 
-    add("reference loop (fp32, 1 x 30 s per forward)", reference_loop(encoder.model, songs), "forward only")
-    add(f"plain bf16 autocast (batch {batch})", plain_bf16(encoder.model, songs, batch), "forward only")
+    add("reference loop (fp32, 1 x 30 s per forward)", reference_loop(plain, songs), "forward only")
+    add(f"plain bf16 autocast (batch {batch})", plain_bf16(plain, songs, batch), "forward only")
     add(f"bare forward, our fast path (batch {batch})", bare_forward(encoder, songs, batch), "forward only")
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))

@@ -29,7 +29,7 @@ state is the final-layer-normed one, as in the transformers 4.x code MERT was pu
 Options (``**opts``): ``compat="reference"`` (fp32, rows pooled over all frames of the
 zero-padded segment, as the published pipeline does), ``fast=True`` (the matmul path of
 ``mert_fast``; ``False`` runs HubertModel itself, one segment per forward),
-``batch_seconds`` (audio per forward; default 60 s on CPU, 1920 s on CUDA), ``batch_size``
+``batch_seconds`` (audio per forward; default 30 s on CPU, 1920 s on CUDA), ``batch_size``
 (segments per forward, overrides ``batch_seconds``), ``compile`` / ``compile_backend`` /
 ``compile_mode`` (``torch.compile`` the transformer, off by default), ``seed`` (random init).
 """
@@ -453,7 +453,8 @@ class MertEncoder:
         self.min_samples = receptive_field(arch.conv_kernel, arch.conv_stride)
         self.hop = hop_length(arch.conv_stride)
         on_gpu = self.device.startswith("cuda")
-        self.batch_samples = int((batch_seconds or (1920.0 if on_gpu else 60.0)) * self.sample_rate)
+        # CPU: one 30 s segment per forward already gives 2249-row matmuls; more only costs memory.
+        self.batch_samples = int((batch_seconds or (1920.0 if on_gpu else 30.0)) * self.sample_rate)
         self.batch_size = batch_size
         # segments of 30 s the embedding pipeline should hand over per encode() call
         self.default_batch_size = batch_size or max(1, self.batch_samples // (30 * self.sample_rate))
@@ -470,6 +471,8 @@ class MertEncoder:
             if fast
             else None
         )
+        if self._engine is not None and self.precision != "fp32":
+            self.model = None  # the engine holds its own converted weights: free the float32 copy
         self._torch = torch
         self.stages: dict[str, float] | None = None  # set to {} to collect per-stage seconds
 

@@ -65,12 +65,41 @@ def hop_length(strides: Sequence[int]) -> int:
     return math.prod(strides)
 
 
+class _Dense:
+    """``x @ weight.T + bias``, optionally followed by GELU.
+
+    On CPU in bf16 this is one oneDNN call with a pre-packed weight and bias + GELU fused into
+    the matmul (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor's CPU backend
+    emits); elsewhere, and whenever that op is missing, plain ``F.linear`` + ``F.gelu``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool) -> None:
+        self.weight, self.bias = weight, bias
+        self.packed = None
+        if fuse:
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+                probe = torch.zeros(2, weight.shape[1], dtype=weight.dtype)
+                torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "gelu", [], "none")
+                self.packed, self.weight = packed, None  # the packed copy is the only one needed
+            except (AttributeError, RuntimeError):
+                self.packed = None
+
+    def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        if self.packed is not None:
+            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+            return torch.ops.mkldnn._linear_pointwise(
+                x.contiguous(), self.packed, self.bias, attr, [], algorithm
+            )
+        y = F.linear(x, self.weight, self.bias)
+        return F.gelu(y) if gelu else y
+
+
 @dataclass
 class _ConvLayer:
     kernel: int
     stride: int
-    weight: torch.Tensor  # [kernel * c_in, c_out], window-major (frame, then channel)
-    bias: torch.Tensor | None
+    dense: _Dense  # weight [c_out, kernel * c_in], window-major (frame, then channel)
     layer_norm: tuple[torch.Tensor, torch.Tensor, float] | None  # "layer" feature extractors
 
 
@@ -109,6 +138,9 @@ class FastMert:
         if getattr(config, "conv_pos_batch_norm", False):
             raise ValueError("the fast MERT path does not implement conv_pos_batch_norm")
 
+        self._fuse = (
+            self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+        )
         with torch.no_grad():
             self._convs, self._group_norm = self._prepare_feature_extractor(model, config)
             self._prepare_transformer(model, config)
@@ -124,6 +156,9 @@ class FastMert:
             return None
         return tensor.detach().to(device=self.device, dtype=dtype or self.dtype).contiguous()
 
+    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Dense:
+        return _Dense(self._to(weight), self._to(bias), self._fuse)
+
     def _prepare_feature_extractor(
         self, model: Any, config: Any
     ) -> tuple[list[_ConvLayer], _GroupNorm | None]:
@@ -132,8 +167,8 @@ class FastMert:
         for index, layer in enumerate(model.feature_extractor.conv_layers):
             conv = layer.conv
             c_out, c_in, kernel = conv.weight.shape
-            # [c_out, c_in, k] -> [k, c_in, c_out] -> [k * c_in, c_out]: matches the window layout.
-            weight = conv.weight.detach().permute(2, 1, 0).reshape(kernel * c_in, c_out)
+            # [c_out, c_in, k] -> [c_out, k, c_in] -> [c_out, k * c_in]: matches the window layout.
+            weight = conv.weight.detach().permute(0, 2, 1).reshape(c_out, kernel * c_in)
             norm = None
             if isinstance(getattr(layer, "layer_norm", None), torch.nn.LayerNorm):
                 ln = layer.layer_norm
@@ -153,8 +188,7 @@ class FastMert:
                 _ConvLayer(
                     kernel=int(kernel),
                     stride=int(conv.stride[0]),
-                    weight=self._to(weight),
-                    bias=self._to(conv.bias),
+                    dense=self._dense(weight, conv.bias),
                     layer_norm=norm,
                 )
             )
@@ -171,7 +205,7 @@ class FastMert:
             if getattr(projection, "feat_proj_layer_norm", False)
             else None
         )
-        self._proj = (self._to(projection.projection.weight), self._to(projection.projection.bias))
+        self._proj = self._dense(projection.projection.weight, projection.projection.bias)
 
         encoder = model.encoder
         pos = encoder.pos_conv_embed
@@ -188,28 +222,22 @@ class FastMert:
 
         self._layers = []
         for layer in encoder.layers:
-            attention = layer.attention
+            attention, ff = layer.attention, layer.feed_forward
             if getattr(layer, "adapter_layer", None) is not None:
                 raise ValueError("the fast MERT path does not implement attention adapters")
             qkv_w = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight], 0)
             qkv_b = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias], 0)
             self._layers.append(
                 {
-                    "qkv": (self._to(qkv_w), self._to(qkv_b)),
-                    "out": (self._to(attention.out_proj.weight), self._to(attention.out_proj.bias)),
+                    "qkv": self._dense(qkv_w, qkv_b),
+                    "out": self._dense(attention.out_proj.weight, attention.out_proj.bias),
                     "ln1": (
                         self._to(layer.layer_norm.weight),
                         self._to(layer.layer_norm.bias),
                         layer.layer_norm.eps,
                     ),
-                    "ff1": (
-                        self._to(layer.feed_forward.intermediate_dense.weight),
-                        self._to(layer.feed_forward.intermediate_dense.bias),
-                    ),
-                    "ff2": (
-                        self._to(layer.feed_forward.output_dense.weight),
-                        self._to(layer.feed_forward.output_dense.bias),
-                    ),
+                    "ff1": self._dense(ff.intermediate_dense.weight, ff.intermediate_dense.bias),
+                    "ff2": self._dense(ff.output_dense.weight, ff.output_dense.bias),
                     "ln2": (
                         self._to(layer.final_layer_norm.weight),
                         self._to(layer.final_layer_norm.bias),
@@ -251,23 +279,27 @@ class FastMert:
         if self._group_norm is not None:
             hidden = self._first_conv_group_norm(patches, counts[0])
         else:
-            hidden = _linear_windows(
-                patches, first.weight.float(), None if first.bias is None else first.bias.float()
-            )
-            hidden = self._finish(hidden.to(self.dtype), first)
+            hidden = self._finish(first.dense(patches.to(self.dtype)), first)
         for layer in self._convs[1:]:
             n_out = (hidden.shape[1] - layer.kernel) // layer.stride + 1
             windows = hidden.as_strided(
                 (hidden.shape[0], n_out, layer.kernel * hidden.shape[2]),
                 (hidden.stride(0), layer.stride * hidden.shape[2], 1),
             )
-            hidden = self._finish(_linear_windows(windows, layer.weight, layer.bias), layer)
+            if layer.layer_norm is None:
+                hidden = layer.dense(windows, gelu=True)
+            else:
+                hidden = self._finish(layer.dense(windows), layer)
         return hidden
 
     def _first_conv_group_norm(self, patches: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """First conv + per-channel group norm over valid frames + GELU, as one batched matmul."""
+        """First conv + per-channel group norm over valid frames + GELU, as one batched matmul.
+
+        The statistics come exactly (float64) from the float32 input; scale and shift fold into
+        the weights, the shift through a column of ones appended to the input patches.
+        """
         gn = self._group_norm
-        scales, shifts = [], []
+        weights = []
         for row, n in enumerate(valid.tolist()):
             x = patches[row, :n].to(torch.float64)  # [n, k]
             m1 = x.mean(0)
@@ -279,12 +311,11 @@ class FastMert:
                 mean = mean + gn.bias64
             scale = gn.gamma64 / torch.sqrt(var.clamp_min(0.0) + gn.eps)
             shift = gn.beta64 - mean * scale + (0.0 if gn.bias64 is None else gn.bias64 * scale)
-            scales.append(w.T * scale)  # [k, c]
-            shifts.append(shift)
-        weight = torch.stack(scales).float()  # [B, k, c]
-        shift = torch.stack(shifts).float()[:, None, :]
-        hidden = torch.baddbmm(shift, patches.contiguous(), weight)  # float32: the input stays exact
-        return F.gelu(hidden.to(self.dtype))
+            weights.append(torch.cat([w.T * scale, shift[None]], 0))  # [k + 1, c]
+        batch, frames, kernel = patches.shape
+        augmented = torch.ones(batch, frames, kernel + 1, dtype=self.dtype, device=patches.device)
+        augmented[..., :kernel] = patches
+        return F.gelu(torch.bmm(augmented, torch.stack(weights).to(self.dtype)))
 
     def _finish(self, hidden: torch.Tensor, layer: _ConvLayer) -> torch.Tensor:
         if layer.layer_norm is not None:
@@ -297,13 +328,12 @@ class FastMert:
         frames = frames.clamp(max=n)
         full = bool((frames == n).all())
         mask = torch.arange(n, device=features.device)[None, :] < frames[:, None]  # [B, n]
-        weights = mask.float() / frames[:, None].float()  # pooling weights, [B, n]
 
         hidden = features
         if self._proj_norm is not None:
             w, b, eps = self._proj_norm
             hidden = F.layer_norm(hidden, (hidden.shape[-1],), w, b, eps)
-        hidden = F.linear(hidden, *self._proj)
+        hidden = self._proj(hidden)
         if not full:
             hidden = hidden * mask[..., None].to(hidden.dtype)  # padded frames are zero for the pos conv
         hidden = hidden + self._positional(hidden)
@@ -311,13 +341,13 @@ class FastMert:
             hidden = F.layer_norm(hidden, (hidden.shape[-1],), *self._enc_norm[:2], self._enc_norm[2])
         attn_mask = None if full else mask[:, None, None, :]
 
-        pooled = [_masked_mean(hidden, weights)]
+        pooled = [_masked_mean(hidden, frames, full)]
         for index, params in enumerate(self._layers):
             hidden = self._layer(hidden, params, attn_mask)
             if self.stable and index == len(self._layers) - 1:
                 # MERT's published (transformers 4.x) convention: the last state is layer-normed.
                 hidden = F.layer_norm(hidden, (hidden.shape[-1],), *self._enc_norm[:2], self._enc_norm[2])
-            pooled.append(_masked_mean(hidden, weights))
+            pooled.append(_masked_mean(hidden, frames, full))
         return torch.stack(pooled, dim=1)
 
     def _positional(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -343,13 +373,13 @@ class FastMert:
         self, hidden: torch.Tensor, p: dict[str, Any], attn_mask: torch.Tensor | None
     ) -> torch.Tensor:
         batch, n, dim = hidden.shape
-        qkv = F.linear(hidden, *p["qkv"]).view(batch, n, 3, self.n_heads, dim // self.n_heads)
+        qkv = p["qkv"](hidden).view(batch, n, 3, self.n_heads, dim // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, n, head_dim]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return F.linear(out.transpose(1, 2).reshape(batch, n, dim), *p["out"])
+        return p["out"](out.transpose(1, 2).reshape(batch, n, dim))
 
     def _feed_forward(self, hidden: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-        return F.linear(F.gelu(F.linear(hidden, *p["ff1"])), *p["ff2"])
+        return p["ff2"](p["ff1"](hidden, gelu=True))
 
 
 def _ln(hidden: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, float]) -> torch.Tensor:
@@ -357,15 +387,11 @@ def _ln(hidden: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, float]) 
     return F.layer_norm(hidden, (hidden.shape[-1],), weight, bias, eps)
 
 
-def _linear_windows(windows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``windows [B, n, k * c_in] @ weight [k * c_in, c_out] (+ bias)``; a strided view is copied once."""
-    out = torch.matmul(windows, weight)
-    return out if bias is None else out.add_(bias)
-
-
-def _masked_mean(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean over valid frames with float32 accumulation: ``[B, n, d]`` x ``[B, n]`` -> ``[B, d]``."""
-    return torch.bmm(weights[:, None, :], hidden.float()).squeeze(1)
+def _masked_mean(hidden: torch.Tensor, frames: torch.Tensor, full: bool) -> torch.Tensor:
+    """Mean over each row's first ``frames`` frames, accumulated in float32: ``[B, n, d]`` -> ``[B, d]``."""
+    if full:
+        return hidden.sum(1, dtype=torch.float32) / hidden.shape[1]
+    return torch.stack([hidden[b, :n].sum(0, dtype=torch.float32) / n for b, n in enumerate(frames.tolist())])
 
 
 class _StageClock:
