@@ -150,6 +150,7 @@ class Predictor:
         self.mc_samples = int(mc_samples)
         self.comparator = comparator
         self.max_seconds = max_seconds
+        self.card_markdown = ""  # the model folder's README.md (from_pretrained reads it)
         self.tasks: tuple[str, ...] = tuple(model.tasks)
         self.model_id: str = str(model.model_id)
         # MC dropout switches the model's train/eval mode; one forward pass at a time.
@@ -174,7 +175,12 @@ class Predictor:
         model = ScoringModel.from_pretrained(model_dir)
         embedder = build_embedder(model.encoder_spec, weights=weights, device=device, max_seconds=max_seconds)
         comparator = load_comparator(model_dir)
-        return cls(model, embedder, mc_samples=mc_samples, comparator=comparator, max_seconds=max_seconds)
+        predictor = cls(
+            model, embedder, mc_samples=mc_samples, comparator=comparator, max_seconds=max_seconds
+        )
+        readme = Path(model_dir) / "README.md"
+        predictor.card_markdown = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+        return predictor
 
     def with_max_seconds(self, max_seconds: float | None) -> Predictor:
         """A view of this predictor (same model, encoder and lock) with another length limit."""
@@ -248,6 +254,7 @@ class Predictor:
             "mc_samples": self.mc_samples,
             "comparator": "arena" if self.comparator is not None else "fallback",
             "card": _jsonable(getattr(self.model, "card", {})),
+            "card_markdown": self.card_markdown,
         }
 
     # ---- steps -----------------------------------------------------------------------------
@@ -552,6 +559,10 @@ def predict_inputs(
     )
     if on_progress and report.n_skipped:
         on_progress(report.n_skipped)
+    if not todo:
+        writer.close()
+        report.wall_seconds = time.perf_counter() - started
+        return report
     if predictor is None:
         predictor = Predictor.from_pretrained(
             model_dir,
