@@ -759,5 +759,122 @@ def _cmd_arena_leaderboard(args) -> int:
 # === demo / report (issue 4) ===
 
 
+@_command
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="offline end-to-end run on a simulated corpus (generate, embed, train, evaluate, arena, "
+        "report)",
+        description="Generate a simulated AI-music corpus (cached), embed it, train the published best "
+        "configuration and the popularity-only ablation, evaluate on held-out songs and held-out "
+        "styles, run the arena evaluation and write DIR/model, DIR/summary.json and DIR/report.html. "
+        "The data are simulated: the numbers are not predictions for real songs.",
+    )
+    p.add_argument("--out", default="apexmusic-demo", help="output folder (default: apexmusic-demo)")
+    p.add_argument("--songs", type=int, default=600, help="corpus size (default 600; 240 runs in minutes)")
+    p.add_argument("--encoder", default="handcrafted", help="handcrafted (default) | musicnn-msd | ...")
+    p.add_argument("--weights", default=None, help="encoder weights (a folder, file or hub id)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 80)")
+    p.add_argument(
+        "--compare-encoders",
+        nargs="?",
+        const="musicnn-msd",
+        default=None,
+        metavar="ENC[,ENC]",
+        help="also run the pipeline with these encoders (default musicnn-msd) and compare held-out metrics",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering the corpus")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from apexmusic.demo import DemoConfig, run_demo
+
+    compare = tuple(e for e in (args.compare_encoders or "").split(",") if e)
+    extra = {"epochs": args.epochs} if args.epochs else {}
+    config = DemoConfig(n_songs=args.songs, seed=args.seed, encoder=args.encoder, weights=args.weights,
+                        compare_encoders=compare, n_boot=args.bootstrap, workers=args.workers, **extra)
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            unit = "epoch" if stage.startswith("train") else "song"
+            unit = unit if stage[:5] in ("train", "gener", "embed") else "step"
+            bar = bars[stage] = _progress_bar(total, stage, unit=unit)
+        bar.update(done - bar.n)
+
+    try:
+        summary = run_demo(args.out, config, on_progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(_demo_table(summary))
+    out = Path(args.out)
+    print(f"model: {out / 'model'}   summary: {out / 'summary.json'}   report: {out / 'report.html'}")
+    print("(simulated data: these numbers describe the simulator, not real songs)")
+    return EXIT_OK
+
+
+def _demo_table(summary: dict) -> str:
+    from apexmusic.tasks import ALL_TASKS, TASKS
+
+    h = summary["headline"]
+    fmt = lambda v: "  n/a" if v is None else f"{v:5.2f}"  # noqa: E731
+    pop_only = h["test_popularity_spearman_popularity_only"]
+    lines = [
+        f"{summary['corpus']['n_songs']} simulated songs, encoder {summary['encoder']}, "
+        f"{summary['timings_s']['total']:.0f} s",
+        f"{'task':14s} {'test ρ':>7s} {'skill':>6s} {'held-out styles ρ':>18s} {'pop-only ρ':>11s}",
+    ]
+    for t in ALL_TASKS:
+        lines.append(
+            f"{TASKS[t].label:14s} {fmt(h['test_spearman'][t]):>7s} "
+            f"{fmt(h['test_skill_vs_mean_predictor'][t]):>6s} "
+            f"{fmt(h['heldout_style_spearman'][t]):>18s} {fmt(pop_only.get(t)) if t in pop_only else '':>11s}"
+        )
+    acc, ci = h["arena_rule_accuracy"], h["arena_rule_accuracy_ci"]
+    for name in acc:
+        lo, hi = ci.get(name) or (None, None)
+        lines.append(f"arena rule {name:18s} accuracy {fmt(acc[name])} [{fmt(lo)}, {fmt(hi)}]")
+    for name, models in h["arena_learned_auc"].items():
+        lines.append(f"arena learned ({name}) AUC " + ", ".join(f"{m} {fmt(v)}" for m, v in models.items()))
+    ceiling = h["arena_hidden_preference_accuracy"]
+    lines.append(f"arena ceiling (hidden listener preference) accuracy {fmt(ceiling)}")
+    comp = summary.get("encoder_comparison")
+    if comp:
+        for name, metrics in comp["metrics"].items():
+            lines.append(f"encoder {name:14s} " + "  ".join(f"{k} {fmt(v)}" for k, v in metrics.items()))
+    return "\n".join(lines)
+
+
+@_command
+def _add_report(sub):
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of an evaluation folder",
+        description="EVAL_DIR may be a demo folder, an evaluate/arena output folder or a model folder.",
+    )
+    p.add_argument("eval_dir", metavar="EVAL_DIR")
+    p.add_argument("--out", default=None, help="HTML file (default EVAL_DIR/report.html)")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from apexmusic.report import write_report
+
+    out = write_report(args.eval_dir, args.out or Path(args.eval_dir) / "report.html")
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,7 +36,7 @@ from apexmusic.synth.styles import CODEC_EXTENSIONS, HELDOUT_STYLES, STYLE_BY_NA
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MIN_SECONDS, MAX_SECONDS = 15.0, 30.0
 START_DATE = datetime(2025, 9, 1, tzinfo=UTC)
 
@@ -267,13 +267,13 @@ def write_audio(path: str | Path, audio: np.ndarray, sr: int, codec: str) -> Non
     container_format, codec_name, options = {
         "wav": ("wav", "pcm_s16le", {}),
         "flac": ("flac", "flac", {}),
-        "mp3": ("mp3", "libmp3lame", {}),
-        "opus": ("ogg", "libopus", {}),
+        "mp3": ("mp3", "libmp3lame", {"compression_level": "9"}),  # LAME's fastest search
+        "opus": ("ogg", "libopus", {"compression_level": "3"}),
     }[codec]
     tmp = path.with_name(path.name + ".part")
     # bitexact: no random Ogg serial numbers or encoder tags, so equal settings give equal bytes
     with av.open(str(tmp), "w", format=container_format, options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream(codec_name, rate=sr, layout=layout)
+        stream = out.add_stream(codec_name, rate=sr, layout=layout, options=options)
         if codec in ("mp3", "opus"):
             stream.bit_rate = 96000 * planar.shape[0]
         frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)

@@ -1,0 +1,584 @@
+"""The offline end-to-end demo: simulated corpus → embeddings → models → evaluation → arena → report.
+
+Every stage is the real code path (``synth``, ``embed``, ``data``, ``train``, ``metrics``,
+``arena``, ``report``); only the songs are simulated. ``run_demo`` returns the summary that it
+also writes to ``OUT/summary.json``; the CLI prints it. Layout of ``OUT``::
+
+    corpus/                       the simulated corpus (cached by its settings)
+    embeddings/<encoder>-n<N>-s<seed>/   embedding store (resumed, not recomputed)
+    model/                        the multi-task model (+ comparator.json, eval/)
+    model-popularity/             the popularity-only ablation
+    logs/train_<name>.jsonl       per-epoch training logs
+    predictions.csv               held-out predictions (test songs and held-out styles)
+    arena/arena_metrics.json      arena evaluation with and without aesthetic scores
+    compare/<encoder>/            the same pipeline per extra encoder (``compare_encoders``)
+    summary.json, report.html
+
+Training recipe: the published best condition (song mode, full task, uncertainty loss, two
+shared layers) with the published head; only batch size, learning rate and epochs are scaled
+to a corpus of hundreds of songs instead of 211,000 (batch 512 would be one step per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apexmusic.errors import ConfigError
+from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int | None], None]  # stage, done, total
+
+HEADLINE_METRICS = ("spearman", "pearson", "mae", "r2")
+
+
+@dataclass
+class DemoConfig:
+    n_songs: int = 600
+    seed: int = 0
+    encoder: str = "handcrafted"
+    weights: str | None = None
+    compare_encoders: tuple[str, ...] = ()
+    epochs: int = 80
+    batch_size: int = 64
+    lr: float = 1e-3
+    patience: int = 20
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    n_boot: int = 1000
+    arena_folds: int = 10
+    workers: int | None = None
+    device: str = "cpu"
+    train_seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.n_songs < 48:
+            raise ConfigError(f"the demo needs at least 48 songs (6 per style), got {self.n_songs}")
+        if self.epochs < 1:
+            raise ConfigError("epochs must be >= 1")
+
+
+@dataclass
+class _Run:
+    """What one encoder's pipeline produced."""
+
+    encoder: str
+    headline: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def run_demo(
+    out_dir: str | Path, config: DemoConfig | None = None, on_progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Run the whole demo into ``out_dir``; return (and write) the summary."""
+    config = config or DemoConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = on_progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    from apexmusic.synth import generate_corpus
+
+    t0 = time.perf_counter()
+    corpus = generate_corpus(
+        out / "corpus",
+        config.n_songs,
+        config.seed,
+        on_progress=lambda d, t: progress("generate", d, t),
+        workers=config.workers,
+    )
+    timings["generate"] = time.perf_counter() - t0
+
+    main = _run_pipeline(out, out, corpus, config, config.encoder, config.weights, progress, timings)
+    comparison = {}
+    for name in config.compare_encoders:
+        if name == config.encoder:
+            continue
+        sub_timings: dict[str, float] = {}
+        other = _run_pipeline(out / "compare" / name, out, corpus, config, name, None, progress, sub_timings)
+        comparison[name] = {"headline": other.headline, "timings_s": sub_timings}
+    timings["total"] = time.perf_counter() - started
+
+    summary = {
+        "what": "apexmusic offline demo on a SIMULATED corpus; numbers describe the simulator, "
+        "not real songs",
+        "config": asdict(config),
+        "corpus": {
+            "dir": str(corpus.root),
+            "n_songs": corpus.n_songs,
+            "seed": corpus.seed,
+            "train_styles": list(corpus.train_styles),
+            "heldout_styles": list(corpus.heldout_styles),
+            "cached": corpus.cached,
+            "label_stats": corpus.stats,
+        },
+        "encoder": config.encoder,
+        "headline": main.headline,
+        **main.details,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    if comparison:
+        summary["encoder_comparison"] = _compare(config.encoder, main.headline, comparison)
+    _write_json(out / "summary.json", summary)
+    t0 = time.perf_counter()
+    progress("report", 0, 1)
+    from apexmusic.report import write_report
+
+    write_report(out, out / "report.html")
+    progress("report", 1, 1)
+    summary["timings_s"]["report"] = round(time.perf_counter() - t0, 2)
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+# --- one encoder, end to end ----------------------------------------------------------------
+
+
+def _run_pipeline(
+    out: Path,
+    root: Path,
+    corpus,
+    config: DemoConfig,
+    encoder: str,
+    weights: str | None,
+    progress: ProgressFn,
+    timings: dict[str, float],
+) -> _Run:
+    tag = "" if out == root else f" [{encoder}]"
+    t0 = time.perf_counter()
+    store_dir = _embed(root, corpus, encoder, weights, config, progress, tag)
+    timings["embed"] = time.perf_counter() - t0
+
+    dataset, styles = _load_dataset(corpus, store_dir)
+    in_dist = np.flatnonzero(np.isin(styles, corpus.train_styles))
+    heldout = np.flatnonzero(np.isin(styles, corpus.heldout_styles))
+    ds_in, ds_held = dataset.subset(in_dist), dataset.subset(heldout)
+
+    t0 = time.perf_counter()
+    full = _train(
+        ds_in, config, "full", out / "logs" / "train_full.jsonl", progress, f"train multi-task{tag}"
+    )
+    pop = _train(
+        ds_in,
+        config,
+        "popularity",
+        out / "logs" / "train_popularity.jsonl",
+        progress,
+        f"train popularity-only{tag}",
+        split=full.split,
+    )
+    timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    progress(f"evaluate{tag}", 0, 1)
+    evaluation = _evaluate(out, corpus, config, ds_in, ds_held, styles[in_dist], styles[heldout], full, pop)
+    progress(f"evaluate{tag}", 1, 1)
+    timings["evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    progress(f"arena{tag}", 0, 1)
+    arena = _arena(out, corpus, config, ds_held, full.model)
+    progress(f"arena{tag}", 1, 1)
+    timings["arena"] = time.perf_counter() - t0
+
+    from apexmusic.train import save_training_outputs
+
+    model_dir = save_training_outputs(full, out / "model")
+    save_training_outputs(pop, out / "model-popularity")
+    arena.pop("comparator").save(Path(model_dir) / "comparator.json")
+    headline = _headline(evaluation, arena)
+    details = {
+        "evaluation": evaluation,
+        "arena": arena,
+        "model_dir": str(model_dir),
+        "embeddings": str(store_dir),
+        "training": {"multi_task": _train_info(full), "popularity_only": _train_info(pop)},
+    }
+    return _Run(encoder, headline, details)
+
+
+def _embed(
+    root: Path, corpus, encoder: str, weights: str | None, config: DemoConfig, progress: ProgressFn, tag: str
+) -> Path:
+    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.sources import read_manifest
+
+    store_dir = root / "embeddings" / f"{encoder}-n{corpus.n_songs}-s{corpus.seed}"
+    if not corpus.cached and store_dir.exists():
+        shutil.rmtree(store_dir)  # the audio was re-rendered: old vectors are stale
+    songs = read_manifest(corpus.metadata_path)
+    stage = f"embed{tag}"
+
+    def on_progress(p) -> None:
+        progress(stage, p.done + p.failed, p.total)
+
+    report = embed_inputs(
+        songs, store_dir, EmbedConfig(encoder=encoder, weights=weights, resume=True), on_progress=on_progress
+    )
+    progress(stage, len(songs), len(songs))
+    if report.n_failed:
+        raise ConfigError(f"{report.n_failed} simulated songs failed to embed: {report.failures[:3]}")
+    return store_dir
+
+
+def _load_dataset(corpus, store_dir: Path):
+    from apexmusic.data import join_labels, load_labels
+    from apexmusic.store import EmbeddingStore
+
+    labels = load_labels(corpus.metadata_path, preset="plain")
+    store = EmbeddingStore.open(store_dir).load()
+    dataset = join_labels(store, labels, ALL_TASKS)
+    styles = np.asarray(dataset.labels.extra["style"], dtype=object).astype(str)
+    return dataset, styles
+
+
+def _train(
+    dataset, config: DemoConfig, task: str, log_path: Path, progress: ProgressFn, stage: str, split=None
+):
+    from apexmusic.train import TrainConfig, train
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    train_config = TrainConfig(
+        task=task,
+        loss="uncertainty",
+        shared=2,
+        mode="song",
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        patience=config.patience,
+        seed=config.train_seed,
+        split="random",
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        device=config.device,
+        n_boot=config.n_boot,
+    )
+    result = train(
+        dataset,
+        train_config,
+        log_path=log_path,
+        split=split,
+        on_progress=lambda r: progress(stage, r["epoch"], r["epochs"]),
+    )
+    progress(stage, train_config.epochs, train_config.epochs)
+    return result
+
+
+def _train_info(result) -> dict[str, Any]:
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "seconds": round(result.seconds, 2),
+        "split_sizes": result.split.sizes(),
+    }
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def _evaluate(out: Path, corpus, config, ds_in, ds_held, styles_in, styles_held, full, pop) -> dict:
+    from apexmusic.metrics import evaluate_predictions, regression_metrics
+    from apexmusic.train import predict_dataset
+
+    test = full.split.test
+    ds_test = ds_in.subset(test)
+    y_test = ds_test.targets  # full task order = ALL_TASKS
+    pred_full = predict_dataset(full.model, ds_test)
+    pred_pop = predict_dataset(pop.model, replace(ds_test, tasks=pop.model.tasks))
+    train_mean = np.nanmean(ds_in.subset(full.split.train).targets, axis=0)
+
+    held_full = predict_dataset(full.model, ds_held)
+    held_pop = predict_dataset(pop.model, replace(ds_held, tasks=pop.model.tasks))
+    y_held = ds_held.targets
+    held_eval = evaluate_predictions(
+        ds_held.labels.ids,
+        y_held,
+        held_full,
+        ALL_TASKS,
+        np.asarray(styles_held, dtype=object),
+        n_boot=config.n_boot,
+        seed=config.train_seed,
+    )
+    held_pop_eval = evaluate_predictions(
+        ds_held.labels.ids,
+        y_held[:, :2],
+        held_pop,
+        POPULARITY_TASKS,
+        n_boot=config.n_boot,
+        seed=config.train_seed,
+    )
+
+    mean_baseline = {}
+    for i, task in enumerate(ALL_TASKS):
+        constant = np.full(len(y_test), train_mean[i])
+        mse_model = regression_metrics(y_test[:, i], pred_full[:, i], n_boot=0)["mse"]
+        mse_mean = regression_metrics(y_test[:, i], constant, n_boot=0)["mse"]
+        mean_baseline[task] = {
+            "mse_model": mse_model,
+            "mse_mean_predictor": mse_mean,
+            "skill": 1.0 - mse_model / mse_mean if mse_mean > 0 else math.nan,
+        }
+
+    truth = _truth_table(corpus)
+    ceiling = _label_ceiling(truth, ds_test.labels.ids, y_test, pred_full)
+    per_style = _per_style(
+        np.concatenate([styles_in[test], styles_held]),
+        np.concatenate([y_test, y_held]),
+        np.concatenate([pred_full, held_full]),
+    )
+    _write_predictions(
+        out / "predictions.csv",
+        ds_test,
+        ds_held,
+        styles_in[test],
+        styles_held,
+        y_test,
+        y_held,
+        pred_full,
+        held_full,
+        pred_pop,
+        held_pop,
+    )
+    return {
+        "test_songs": {
+            "n": len(test),
+            "multi_task": full.evaluation.metrics,
+            "popularity_only": pop.evaluation.metrics,
+            "mean_predictor": mean_baseline,
+        },
+        "heldout_styles": {
+            "n": len(ds_held),
+            "styles": list(corpus.heldout_styles),
+            "multi_task": held_eval.metrics,
+            "popularity_only": held_pop_eval.metrics,
+        },
+        "per_style_spearman": per_style,
+        "label_ceiling": ceiling,
+    }
+
+
+def _truth_table(corpus) -> dict[str, dict[str, float]]:
+    with corpus.truth_path.open(newline="") as f:
+        return {r["id"]: r for r in csv.DictReader(f)}
+
+
+def _label_ceiling(truth, ids, y, pred) -> dict[str, dict[str, float]]:
+    """How well the hidden (noise-free) factor itself ranks the noisy rater means, next to how
+    well the model's prediction ranks the hidden factor: the ratings' noise caps any model."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for i, task in enumerate(ALL_TASKS[2:], start=2):
+        z = np.array([float(truth[s][f"z_{task}"]) for s in ids])
+        ok = np.isfinite(y[:, i])
+        out[task] = {
+            "hidden_vs_label": float(spearmanr(z[ok], y[ok, i])[0]),
+            "model_vs_hidden": float(spearmanr(z, pred[:, i])[0]),
+        }
+    return out
+
+
+def _per_style(styles: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, Any]]:
+    from scipy.stats import spearmanr
+
+    out: dict[str, dict[str, Any]] = {}
+    for style in sorted(set(styles.tolist())):
+        m = styles == style
+        row: dict[str, Any] = {"n": int(m.sum())}
+        for i, task in enumerate(ALL_TASKS):
+            ok = m & np.isfinite(y[:, i])
+            rho = spearmanr(y[ok, i], pred[ok, i])[0] if ok.sum() >= 5 and np.ptp(pred[ok, i]) > 0 else None
+            row[task] = None if rho is None or not np.isfinite(rho) else float(rho)
+        out[style] = row
+    return out
+
+
+def _write_predictions(
+    path: Path, ds_test, ds_held, st_test, st_held, y_test, y_held, p_full, h_full, p_pop, h_pop
+) -> None:
+    header = ["id", "style", "group"]
+    header += [f"true_{t}" for t in ALL_TASKS] + [f"pred_{t}" for t in ALL_TASKS]
+    header += [f"poponly_{t}" for t in POPULARITY_TASKS]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for group, ds, st, y, p, pp in (
+            ("test", ds_test, st_test, y_test, p_full, p_pop),
+            ("heldout_style", ds_held, st_held, y_held, h_full, h_pop),
+        ):
+            for k, song_id in enumerate(ds.labels.ids):
+                w.writerow([song_id, st[k], group, *_fmt_row(y[k]), *_fmt_row(p[k]), *_fmt_row(pp[k])])
+
+
+def _fmt_row(values) -> list[str]:
+    return ["" if not np.isfinite(v) else f"{float(v):.4f}" for v in values]
+
+
+# --- arena -----------------------------------------------------------------------------------
+
+
+def _arena(out: Path, corpus, config: DemoConfig, ds_held, model) -> dict[str, Any]:
+    from apexmusic.arena import (
+        EvalConfig,
+        PreferenceComparator,
+        ScoreTable,
+        attach_scores,
+        evaluate_arena,
+        load_battles,
+        write_json,
+    )
+    from apexmusic.train import predict_dataset
+
+    pred = predict_dataset(model, ds_held)
+    scores = ScoreTable(
+        ids=list(ds_held.labels.ids),
+        paths=list(ds_held.store.paths),
+        values={t: pred[:, i] for i, t in enumerate(ALL_TASKS)},
+    )
+    battles, join = attach_scores(load_battles(corpus.battles_path), scores)
+    result = evaluate_arena(
+        battles, EvalConfig(n_bootstrap=config.n_boot, folds=config.arena_folds, seed=config.seed), join
+    )
+    (out / "arena").mkdir(parents=True, exist_ok=True)
+    write_json(result, out / "arena" / "arena_metrics.json")
+    truth = _truth_table(corpus)
+    ceiling = _oracle_accuracy(battles, truth)
+    comparator = PreferenceComparator().fit(battles)
+    rules = {
+        name: {k: entry.get(k) for k in ("n", "accuracy", "accuracy_ci", "auc", "auc_ci")}
+        for name, entry in result["rules"].items()
+    }
+    learned = {
+        name: {
+            m: {k: v for k, v in entry[m].items() if not k.endswith("_folds")}
+            for m in ("logistic_regression", "gradient_boosting")
+            if m in entry
+        }
+        for name, entry in result["learned"].items()
+    }
+    return {
+        "n_battles": len(battles),
+        "matched": join.n_matched,
+        "rules": rules,
+        "learned": learned,
+        "hidden_preference_accuracy": ceiling,
+        "comparator": comparator,
+    }
+
+
+def _oracle_accuracy(battles, truth) -> float | None:
+    """Accuracy of the simulator's own hidden listener preference on decisive battles: the
+    ceiling that per-vote noise leaves to any score."""
+    right, n = 0, 0
+    for a, b, pref in zip(battles.audio_a, battles.audio_b, battles.preference, strict=True):
+        if pref not in ("A", "B"):
+            continue
+        ta, tb = truth.get(Path(str(a)).stem), truth.get(Path(str(b)).stem)
+        if ta is None or tb is None:
+            continue
+        a_better = float(ta["listener_preference"]) > float(tb["listener_preference"])
+        right += a_better == (pref == "A")
+        n += 1
+    return right / n if n else None
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def _headline(evaluation: dict, arena: dict) -> dict[str, Any]:
+    test = evaluation["test_songs"]
+    held = evaluation["heldout_styles"]
+
+    def spearman(metrics: dict, tasks) -> dict[str, float]:
+        return {t: metrics[t]["spearman"] for t in tasks if t in metrics}
+
+    aes_test = spearman(test["multi_task"], AESTHETIC_TASKS)
+    rules = arena["rules"]
+    learned = arena["learned"]
+    return {
+        "test_spearman": spearman(test["multi_task"], ALL_TASKS),
+        "test_spearman_ci": {
+            t: [test["multi_task"][t].get("spearman_ci_low"), test["multi_task"][t].get("spearman_ci_high")]
+            for t in ALL_TASKS
+        },
+        "test_aesthetic_spearman_mean": float(np.mean(list(aes_test.values()))),
+        "test_popularity_spearman_multi_task": spearman(test["multi_task"], POPULARITY_TASKS),
+        "test_popularity_spearman_popularity_only": spearman(test["popularity_only"], POPULARITY_TASKS),
+        "test_skill_vs_mean_predictor": {t: v["skill"] for t, v in test["mean_predictor"].items()},
+        "heldout_style_spearman": spearman(held["multi_task"], ALL_TASKS),
+        "heldout_style_aesthetic_spearman_mean": float(
+            np.mean(list(spearman(held["multi_task"], AESTHETIC_TASKS).values()))
+        ),
+        "arena_rule_accuracy": {
+            k: rules[k]["accuracy"]
+            for k in ("apex_popularity_z", "apex_aesthetics_z", "apex_all_z")
+            if k in rules
+        },
+        "arena_rule_accuracy_ci": {
+            k: rules[k]["accuracy_ci"]
+            for k in ("apex_popularity_z", "apex_aesthetics_z", "apex_all_z")
+            if k in rules
+        },
+        "arena_learned_auc": {
+            name: {m: v["auc_mean"] for m, v in entry.items()} for name, entry in learned.items()
+        },
+        "arena_learned_accuracy": {
+            name: {m: v["accuracy_mean"] for m, v in entry.items()} for name, entry in learned.items()
+        },
+        "arena_hidden_preference_accuracy": arena["hidden_preference_accuracy"],
+    }
+
+
+def _compare(primary: str, main: dict, others: dict) -> dict[str, Any]:
+    """Per encoder the held-out headline numbers, and which encoder wins each."""
+    encoders = {primary: main, **{k: v["headline"] for k, v in others.items()}}
+    keys = {
+        "test_aesthetic_spearman_mean": lambda h: h["test_aesthetic_spearman_mean"],
+        "test_streams_spearman": lambda h: h["test_spearman"]["score_streams"],
+        "test_likes_spearman": lambda h: h["test_spearman"]["score_likes"],
+        "heldout_style_aesthetic_spearman_mean": lambda h: h["heldout_style_aesthetic_spearman_mean"],
+        "arena_lr_auc_with_aesthetics": lambda h: (
+            h["arena_learned_auc"].get("popularity+aesthetics", {}).get("logistic_regression")
+        ),
+    }
+    table = {name: {k: f(h) for k, f in keys.items()} for name, h in encoders.items()}
+    winners = {}
+    for k in keys:
+        vals = {n: v[k] for n, v in table.items() if v[k] is not None and np.isfinite(v[k])}
+        winners[k] = max(vals, key=vals.get) if vals else None
+    return {"metrics": table, "best": winners, "timings_s": {k: v["timings_s"] for k, v in others.items()}}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+__all__ = ["DemoConfig", "run_demo"]

@@ -1,0 +1,122 @@
+"""A small end-to-end demo run through the CLI: it learns, it beats a mean predictor, the arena
+numbers come with intervals, and every artefact (model, comparator, summary, report) is usable."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from apexmusic.cli import main
+from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["-q", "demo", "--out", str(out), "--songs", "144", "--epochs", "60", "--bootstrap", "200"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def summary(demo_dir):
+    return json.loads((demo_dir / "summary.json").read_text())
+
+
+def test_demo_learns_every_aesthetic_dimension_on_held_out_songs(summary):
+    rho = summary["headline"]["test_spearman"]
+    for task in AESTHETIC_TASKS:
+        assert rho[task] > 0.35, (task, rho[task])
+    ci = summary["headline"]["test_spearman_ci"]
+    assert all(ci[t][0] > 0 for t in AESTHETIC_TASKS)  # the interval excludes zero
+
+
+def test_demo_beats_a_mean_predictor(summary):
+    skill = summary["headline"]["test_skill_vs_mean_predictor"]
+    assert all(skill[t] > 0.1 for t in AESTHETIC_TASKS), skill
+    base = summary["evaluation"]["test_songs"]["mean_predictor"]
+    for t in AESTHETIC_TASKS:
+        assert base[t]["mse_model"] < base[t]["mse_mean_predictor"]
+    assert np.mean([skill[t] for t in ALL_TASKS]) > 0.1
+
+
+def test_demo_reports_held_out_styles_and_popularity_ablation(summary):
+    held = summary["evaluation"]["heldout_styles"]
+    assert held["n"] > 0 and set(held["styles"]) == set(summary["corpus"]["heldout_styles"])
+    assert np.mean([held["multi_task"][t]["spearman"] for t in AESTHETIC_TASKS]) > 0.2
+    pop_only = summary["evaluation"]["test_songs"]["popularity_only"]
+    assert set(pop_only) == {"score_streams", "score_likes"}
+    assert len(summary["evaluation"]["per_style_spearman"]) == 8
+
+
+def test_demo_arena_accuracy_comes_with_intervals(summary):
+    arena = summary["arena"]
+    assert arena["matched"] == arena["n_battles"] > 0
+    for name in ("apex_popularity_z", "apex_aesthetics_z", "apex_all_z"):
+        rule = arena["rules"][name]
+        lo, hi = rule["accuracy_ci"]
+        assert 0.0 <= lo <= rule["accuracy"] <= hi <= 1.0
+    learned = summary["headline"]["arena_learned_auc"]
+    assert {"popularity", "popularity+aesthetics"} <= set(learned)
+    assert 0.5 < summary["headline"]["arena_hidden_preference_accuracy"] <= 1.0
+
+
+def test_demo_model_directory_and_comparator_are_usable(demo_dir):
+    from apexmusic.arena import PreferenceComparator
+    from apexmusic.model import ScoringModel
+    from apexmusic.store import EmbeddingStore
+
+    model = ScoringModel.from_pretrained(demo_dir / "model")
+    assert model.tasks == ALL_TASKS
+    store_dir = next((demo_dir / "embeddings").iterdir())
+    data = EmbeddingStore.open(store_dir).load()
+    scores = model.predict_layers(data.layers[:5])
+    assert all(1.0 <= v <= 5.0 for t in AESTHETIC_TASKS for v in scores[t])
+    comparator = PreferenceComparator.load(demo_dir / "model" / "comparator.json")
+    a = {t: float(scores[t][0]) for t in ALL_TASKS}
+    b = {t: float(scores[t][1]) for t in ALL_TASKS}
+    assert comparator.prob_a_wins(a, b) == pytest.approx(1 - comparator.prob_a_wins(b, a))
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data)
+            self._in_h2 = False
+
+
+def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
+    page = (demo_dir / "report.html").read_text()
+    parser = _Images()
+    parser.feed(page)
+    assert len(parser.images) >= 8
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    for heading in (
+        "Predicted vs true",
+        "Training curves",
+        "Popularity-only vs multi-task",
+        "Arena: pairwise preferences",
+        "Per-style breakdown",
+    ):
+        assert heading in parser.headings
+    assert "http://" not in page and "https://" not in page  # no external assets
+    assert "not</b> predictions for real songs" in page
