@@ -100,7 +100,10 @@ def test_model_card_health_docs_and_page(client, predictor):
     assert health["status"] == "ok" and health["model_id"] == predictor.model_id
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/compare", "/v1/model", "/healthz"} <= set(spec["paths"])
-    assert "multipart/form-data" in spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    post = spec["paths"]["/v1/predict"]["post"]
+    assert "multipart/form-data" in post["requestBody"]["content"]
+    assert {"200", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"PredictionOut", "ComparisonOut", "ErrorOut"} <= set(spec["components"]["schemas"])
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'src="/static/app.js"' in page.text

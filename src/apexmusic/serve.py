@@ -127,6 +127,54 @@ def _content_length(scope: dict) -> int | None:
     return None
 
 
+def _schemas() -> Any:
+    """Pydantic response models: they document the JSON in ``/docs`` and ``/openapi.json``."""
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel, Field
+
+    class SegmentOut(BaseModel):
+        start_s: float
+        end_s: float
+        scores: dict[str, float] = Field(description="this segment scored on its own")
+
+    class TagOut(BaseModel):
+        tag: str
+        prob: float
+
+    class PredictionOut(BaseModel):
+        id: str
+        path: str = Field(description="the uploaded file's name")
+        scores: dict[str, float] = Field(description="task -> score (0-100 popularity, 1-5 aesthetics)")
+        uncertainty: dict[str, float] = Field(description="task -> MC-dropout standard deviation")
+        timeline: list[SegmentOut]
+        duration_s: float
+        model_id: str
+        tags: list[TagOut] | None = Field(None, description="top encoder tags, when the encoder has them")
+        novelty: float | None = Field(None, description="RMS z-score vs the training data; ~1 in range")
+
+    class ComparisonOut(BaseModel):
+        prob_a: float = Field(description="P(listeners prefer A)")
+        prob_b: float
+        method: str = Field(description="'comparator' (arena-trained) or 'fallback'")
+        a: PredictionOut
+        b: PredictionOut
+
+    class HealthOut(BaseModel):
+        status: str
+        model_id: str
+        in_flight: int
+        rejected: int
+
+    class ErrorOut(BaseModel):
+        error: str
+        detail: str
+
+    return SimpleNamespace(
+        prediction=PredictionOut, comparison=ComparisonOut, health=HealthOut, error=ErrorOut
+    )
+
+
 def create_app(
     model_dir: str | Path | None = None,
     config: ServeConfig | None = None,
@@ -143,6 +191,16 @@ def create_app(
         raise ValueError("create_app needs model_dir or predictor")
     config = config or ServeConfig()
     gate_state = {"active": 0, "rejected": 0}
+    schemas = _schemas()
+    errors = {
+        code: {"model": schemas.error, "description": text}
+        for code, text in {
+            413: "upload over the size limit",
+            415: "not audio",
+            422: "too long, unusable audio, or a missing field",
+            503: "busy: retry after Retry-After seconds",
+        }.items()
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -209,6 +267,8 @@ def create_app(
         "/v1/predict",
         max_body_size=body_limits["/v1/predict"],
         summary="Score one song (multipart field 'file')",
+        response_model=schemas.prediction,
+        responses=errors,
     )
     async def predict(request: Request, file: Annotated[UploadFile, File(description="an audio file")]):
         pred = await _score(request.app, [file])
@@ -218,6 +278,8 @@ def create_app(
         "/v1/compare",
         max_body_size=body_limits["/v1/compare"],
         summary="P(listeners prefer A over B) (multipart fields 'a' and 'b')",
+        response_model=schemas.comparison,
+        responses=errors,
     )
     async def compare(
         request: Request,
@@ -234,7 +296,7 @@ def create_app(
         card["limits"] = {k: v for k, v in asdict(config).items() if k not in ("weights", "device")}
         return card
 
-    @app.get("/healthz", summary="Liveness and load")
+    @app.get("/healthz", summary="Liveness and load", response_model=schemas.health)
     async def healthz(request: Request):
         return {
             "status": "ok",
