@@ -233,6 +233,11 @@ def test_compare_uses_comparator_json_when_present(predict_model_dir, tmp_path, 
     assert code == 0 and "P(listeners prefer A) = " in text and "fallback" in text
 
 
+def test_compare_with_a_bad_file_exits_1(predict_model_dir, audio_dir, not_audio, capsys):
+    assert main(["compare", str(audio_dir / HIPHOP), str(not_audio), "--model", str(predict_model_dir)]) == 1
+    assert "decode error" in capsys.readouterr().err
+
+
 # ---- batch CLI ------------------------------------------------------------------------------
 
 

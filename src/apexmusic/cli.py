@@ -565,10 +565,15 @@ def _add_compare(sub):
 def _cmd_compare(args) -> int:
     import json
 
+    from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
     from apexmusic.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
-    result = predictor.compare(args.a, args.b)
+    try:
+        result = predictor.compare(args.a, args.b)
+    except (AudioDecodeError, AudioContentError, InputError) as exc:
+        print(f"apexmusic: {exc.kind} error: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
