@@ -290,3 +290,33 @@ def test_corpus_rejects_too_few_songs(tmp_path):
 
     with pytest.raises(ConfigError):
         generate_corpus(tmp_path, n_songs=3)
+
+
+# Each factor as the offline encoder sees it: (feature, +1 if it rises with severity).
+ENCODER_VIEW = {
+    "coherence": [("repetition", -1), ("out_of_scale_ratio", +1)],
+    "musicality": [("timing_jitter", +1), ("out_of_scale_ratio", +1)],
+    "memorability": [("repetition", -1), ("chroma_entropy", +1)],
+    "clarity": [("near_peak_ratio", +1), ("hf_floor_db", +1)],
+    "naturalness": [("dropout_rate", +1), ("silence_ratio", +1)],
+}
+
+
+@pytest.mark.parametrize("dim", DIMENSIONS)
+def test_hidden_factors_move_the_handcrafted_encoder_features(dim):
+    from apexmusic.encoders import load_encoder
+    from apexmusic.encoders.handcrafted import FEATURE_NAMES
+
+    encoder = load_encoder("handcrafted")
+    means = []
+    for severity in (0.0, 1.0):
+        vectors = []
+        for seed in (0, 1, 2):
+            audio, sr, _ = _render(dim, severity, seed)
+            assert sr == encoder.sample_rate
+            out = encoder.encode(_mono(audio)[None].astype(np.float32), np.array([len(audio)]))
+            vectors.append(np.asarray(out)[0, 0])
+        means.append(np.mean(vectors, axis=0))
+    for feature, sign in ENCODER_VIEW[dim]:
+        k = FEATURE_NAMES.index(feature)
+        assert sign * (means[1][k] - means[0][k]) > 0, (dim, feature, means[0][k], means[1][k])
