@@ -83,17 +83,19 @@ def padded_segments(song: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
-def reference_loop(model, songs: list[np.ndarray]) -> float:
+def reference_loop(model, songs: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+    """Seconds, and the pooled ``[13, 768]`` per segment (padding included, as published)."""
     import torch
 
+    pooled = []
     t = time.perf_counter()
     with torch.inference_mode():
         for song in songs:
             segments, _ = padded_segments(song)
             for row in segments:
                 out = model(torch.from_numpy(row)[None], output_hidden_states=True)
-                torch.stack([h.mean(1) for h in out.hidden_states], 1)
-    return time.perf_counter() - t
+                pooled.append(torch.stack([h[0].mean(0) for h in out.hidden_states]).numpy())
+    return time.perf_counter() - t, pooled
 
 
 def plain_bf16(model, songs: list[np.ndarray], batch: int) -> float:
@@ -108,19 +110,47 @@ def plain_bf16(model, songs: list[np.ndarray], batch: int) -> float:
     return time.perf_counter() - t
 
 
-def bare_forward(encoder, songs: list[np.ndarray], batch: int) -> float:
-    """Our encoder on the segments the pipeline would form: full ones batched, last ones apart."""
+def bare_forward(encoder, songs: list[np.ndarray], batch: int) -> tuple[float, list[np.ndarray]]:
+    """Our encoder on the segments the pipeline would form: full ones batched, last ones apart.
+
+    Returns seconds and the pooled vectors in song/segment order.
+    """
     full, last = [], []
+    index = 0
     for song in songs:
         segments, valid = padded_segments(song)
         for row, n in zip(segments, valid, strict=True):
-            (full if n == SEGMENT else last).append((row, n))
+            (full if n == SEGMENT else last).append((index, row, n))
+            index += 1
+    pooled: list = [None] * index
     t = time.perf_counter()
     for group in (full, last):
         for i in range(0, len(group), batch):
             chunk = group[i : i + batch]
-            encoder.encode(np.stack([r for r, _ in chunk]), np.array([n for _, n in chunk]))
-    return time.perf_counter() - t
+            out = encoder.encode(np.stack([r for _, r, _ in chunk]), np.array([n for _, _, n in chunk]))
+            for (k, _, _), vector in zip(chunk, out, strict=True):
+                pooled[k] = vector
+    return time.perf_counter() - t, pooled
+
+
+def fidelity(plain, arch, songs, reference: list[np.ndarray], fast: list[np.ndarray]) -> dict[str, float]:
+    """bf16 fast path vs the fp32 plain model on full segments (cosine per layer), and
+    ``compat="reference"`` vs the reference loop on a song's first and (padded) last segment."""
+    from apexmusic.encoders.mert import MertEncoder
+
+    full = [i for i, n in enumerate(np.concatenate([padded_segments(s)[1] for s in songs])) if n == SEGMENT]
+    a, b = np.stack([fast[i] for i in full]), np.stack([reference[i] for i in full])
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    segments, _ = padded_segments(songs[0])
+    picked = [0, len(segments) - 1]
+    compat = MertEncoder(plain, arch, "random", device="cpu", compat="reference")
+    got = compat.encode(segments[picked], np.full(len(picked), SEGMENT))
+    expected = np.stack([reference[i] for i in picked])
+    return {
+        "bf16_min_cosine": float(cos.min()),
+        "bf16_mean_cosine": float(cos.mean()),
+        "reference_max_rel_diff": float(np.abs(got - expected).max() / np.abs(expected).max()),
+    }
 
 
 def pooling_seconds(n_segments: int, encoder) -> float:
@@ -356,9 +386,13 @@ def main() -> None:
         )
         print(f"  {name}: {rate:.2f}x real time", flush=True)
 
-    add("reference loop (fp32, 1 x 30 s per forward)", reference_loop(plain, songs), "forward only")
+    ref_wall, ref_pooled = reference_loop(plain, songs)
+    add("reference loop (fp32, 1 x 30 s per forward)", ref_wall, "forward only")
     add(f"plain bf16 autocast (batch {batch})", plain_bf16(plain, songs, batch), "forward only")
-    add(f"bare forward, our fast path (batch {batch})", bare_forward(encoder, songs, batch), "forward only")
+    bare_wall, bare_pooled = bare_forward(encoder, songs, batch)
+    add(f"bare forward, our fast path (batch {batch})", bare_wall, "forward only")
+    fid = fidelity(plain, MERT_V1_95M, songs, ref_pooled, bare_pooled)
+    print(f"  fidelity: {fid}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     try:
@@ -446,8 +480,22 @@ def main() -> None:
         checks.append(
             (f"peak RSS, {rss[0]:.0f} s song (GB) <= 2.5", rss[1], rss[1] <= 2.5 and rss[2] in (0, 1))
         )
+    checks.append(
+        (
+            "bf16 fast vs fp32 plain: min cosine >= 0.999",
+            fid["bf16_min_cosine"],
+            fid["bf16_min_cosine"] >= 0.999,
+        )
+    )
+    checks.append(
+        (
+            "compat=reference vs reference loop: max rel diff <= 1e-5",
+            fid["reference_max_rel_diff"],
+            fid["reference_max_rel_diff"] <= 1e-5,
+        )
+    )
     for name, value, ok in checks:
-        print(f"| {name} | {value:.2f} | {'yes' if ok else 'NO'} |")
+        print(f"| {name} | {value:.4g} | {'yes' if ok else 'NO'} |")
     print(
         f"\n(machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
         "shared machine, numbers provisional)"
