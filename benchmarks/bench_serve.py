@@ -184,6 +184,19 @@ def time_score_store(model_dir: Path, store_dir: Path, out: Path) -> dict:
     }
 
 
+def time_head_only(model_dir: Path, n_rows: int, dim: int) -> dict:
+    """The compute floor of store scoring: the published head on ``n_rows`` vectors."""
+    from apexmusic.model import ScoringModel
+
+    model = ScoringModel.from_pretrained(model_dir)
+    x = np.random.default_rng(0).normal(size=(n_rows, 1, dim)).astype(np.float32)
+    t0 = time.perf_counter()
+    model.predict_layers(x)
+    wall = time.perf_counter() - t0
+    macs = sum(p.numel() for n, p in model.net.named_parameters() if p.dim() >= 2)  # ~ weights
+    return {"wall_s": wall, "rows_per_s": n_rows / wall, "gflop": 2 * macs * n_rows / 1e9}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -242,6 +255,15 @@ def main() -> int:
         t0 = time.perf_counter()
         store = build_big_store(tmp / "store", args.store_rows, dim)
         setup = time.perf_counter() - t0
+        r = time_head_only(hand, args.store_rows, dim)
+        rows.append(
+            (
+                f"head only: predict_layers on {args.store_rows:,} rows in memory",
+                f"{r['wall_s']:.1f} s ({r['rows_per_s'] / 1e3:.0f}k rows/s; "
+                f"{r['gflop'] / r['wall_s']:.0f} GFLOP/s of {r['gflop']:.0f} GFLOP)",
+            )
+        )
+        print(rows[-1], file=sys.stderr)
         for suffix in (".parquet", ".csv", ".jsonl"):
             r = time_score_store(hand, store, tmp / f"scores{suffix}")
             rows.append(
