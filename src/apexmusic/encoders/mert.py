@@ -452,6 +452,9 @@ class MertEncoder:
         self.fast = fast
         self.min_samples = receptive_field(arch.conv_kernel, arch.conv_stride)
         self.hop = hop_length(arch.conv_stride)
+        # Batch widths are rounded up to this many samples: the conv hop, or 5 s when compiled so
+        # that few distinct shapes reach torch.compile / CUDA graphs (padding stays masked out).
+        self.width_quantum = 5 * self.sample_rate if compile else self.hop
         on_gpu = self.device.startswith("cuda")
         # CPU: one 30 s segment per forward already gives 2249-row matmuls; more only costs memory.
         self.batch_samples = int((batch_seconds or (1920.0 if on_gpu else 30.0)) * self.sample_rate)
@@ -486,7 +489,8 @@ class MertEncoder:
             segments = np.pad(segments, ((0, 0), (0, self.min_samples - segments.shape[1])))
         out = np.empty((segments.shape[0], self.n_layers, self.dim), dtype=np.float32)
         for rows in self._batches(lengths):
-            width = min(segments.shape[1], -(-int(lengths[rows].max()) // self.hop) * self.hop)
+            quantum = self.width_quantum
+            width = min(segments.shape[1], -(-int(lengths[rows].max()) // quantum) * quantum)
             out[rows] = self._pooled(segments[rows, :width], lengths[rows])
         return out
 

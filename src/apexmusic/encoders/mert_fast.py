@@ -113,7 +113,11 @@ class _GroupNorm:
 
 
 class FastMert:
-    """Pooled hidden states of a HubertModel, computed fast. Shares nothing mutable with the model."""
+    """Pooled hidden states of a HubertModel, computed fast from its weights.
+
+    Weights are converted to ``dtype`` once (in float32 the model's own tensors are reused,
+    read-only); the model itself is not called.
+    """
 
     def __init__(
         self,
@@ -132,7 +136,6 @@ class FastMert:
         self.strides = list(config.conv_stride)
         self.stable = bool(config.do_stable_layer_norm)
         self.n_heads = int(config.num_attention_heads)
-        self.hidden_act = config.hidden_act
         if config.feat_extract_activation != "gelu" or config.hidden_act != "gelu":
             raise ValueError("the fast MERT path implements the gelu activations MERT uses")
         if getattr(config, "conv_pos_batch_norm", False):
