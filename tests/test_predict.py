@@ -362,3 +362,22 @@ def test_store_jsonl_writer_escapes_strings_and_keeps_floats_exact():
         rows = [json.loads(line) for line in text.splitlines()]
         assert [r["id"] for r in rows] == ids
         assert [r["score"] for r in rows] == values.tolist()
+
+
+def test_an_unexpected_encoder_crash_is_one_failure_not_the_end_of_the_batch(predictor, audio_dir):
+    class CrashOnce:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+            self.encoder, self.segment_config = inner.encoder, inner.segment_config
+
+        def embed_path(self, song):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("encoder blew up")
+            return self.inner.embed_path(song)
+
+    flaky = Predictor(predictor.model, CrashOnce(predictor.embedder), mc_samples=0)
+    songs = [Song("first", str(audio_dir / HIPHOP)), Song("second", str(audio_dir / HIPHOP))]
+    results = list(flaky.iter_predict(songs))
+    assert [type(r).__name__ for r in results] == ["Failure", "Prediction"]
+    assert results[0].kind == "error" and "blew up" in results[0].message

@@ -172,7 +172,7 @@ class Predictor:
         """
         from apexmusic.model import ScoringModel
 
-        model = ScoringModel.from_pretrained(model_dir)
+        model = ScoringModel.from_pretrained(model_dir, device=device)
         embedder = build_embedder(model.encoder_spec, weights=weights, device=device, max_seconds=max_seconds)
         comparator = load_comparator(model_dir)
         predictor = cls(
@@ -223,9 +223,14 @@ class Predictor:
             song = _as_song(item, index)
             try:
                 pending.append(self.embed(item, song))
-            except ApexError as exc:
-                log.warning("%s: %s", song.path or song.id, exc)
-                yield Failure(song.id, song.path, exc.kind, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad song never stops a batch
+                if isinstance(exc, ApexError):
+                    log.warning("%s: %s", song.path or song.id, exc)
+                    kind = exc.kind
+                else:  # an unexpected decoder/encoder crash: keep the traceback in the log
+                    log.exception("%s: unexpected error", song.path or song.id)
+                    kind = "error"
+                yield Failure(song.id, song.path, kind, str(exc))
                 if on_progress:
                     on_progress(1)
                 continue

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from apexmusic.errors import ApexError, AudioDecodeError
+from apexmusic.errors import ApexError, AudioContentError, AudioDecodeError, ConfigError, InputError
 from apexmusic.predict import DEFAULT_MC_SAMPLES, Predictor, compare_scores
 from apexmusic.sources import AUDIO_EXTENSIONS, Song
 
@@ -259,7 +259,12 @@ def create_app(
 
     @app.exception_handler(ApexError)
     async def _apex_error(request: Request, exc: ApexError):
-        status = 415 if isinstance(exc, AudioDecodeError) else 422
+        if isinstance(exc, AudioDecodeError):
+            status = 415
+        elif isinstance(exc, AudioContentError | InputError | ConfigError):
+            status = 422
+        else:  # an unexpected failure inside decoding or encoding
+            status = 500
         return JSONResponse(_error_body(exc.kind, str(exc)), status_code=status)
 
     # ---- endpoints -----------------------------------------------------------------------
