@@ -16,12 +16,18 @@ from apexmusic.tasks import ALL_TASKS, TASKS
 SHORT_SONGS = ("acestep_hiphop_rap_shirt_song.opus", "acestep_saxphone_jazz.opus", "yue_01_en.mp3")
 
 
-def build_store(real_audio_dir: Path, out_dir: Path) -> Path:
+def build_store(
+    real_audio_dir: Path,
+    out_dir: Path,
+    encoder: str = "handcrafted",
+    weights: str | None = None,
+    songs: tuple[str, ...] = SHORT_SONGS,
+) -> Path:
     from apexmusic.embed import EmbedConfig, embed_inputs
     from apexmusic.sources import Song
 
-    songs = [Song(Path(n).stem, str(real_audio_dir / n)) for n in SHORT_SONGS]
-    report = embed_inputs(songs, out_dir, EmbedConfig(encoder="handcrafted", workers=0))
+    inputs = [Song(Path(n).stem, str(real_audio_dir / n)) for n in songs]
+    report = embed_inputs(inputs, out_dir, EmbedConfig(encoder=encoder, weights=weights, workers=0))
     assert report.n_failed == 0, report.failures
     return out_dir
 
@@ -44,17 +50,20 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
     store = EmbeddingStore.open(store_dir)
     data = store.load(with_segments=True)
     manifest = data.manifest
-    rows = np.concatenate([data.layers[:, 0], *[s[:, 0] for s in data.segments]])  # songs + segments
-    mean, std = rows.mean(0), rows.std(0) + 1e-6
+    rows = np.concatenate([data.layers, *data.segments])  # songs + segments, [N, L, D]
+    std = rows.std(0) + 1e-6
     rng = np.random.default_rng(seed)
     train = np.concatenate([rows + 0.3 * std * rng.normal(size=rows.shape) for _ in range(24)])
-    targets = synthetic_targets((train - mean) / std, seed)
+    mixed = train.mean(1)  # what the `mean` layer mix feeds the head
+    mean, mixed_std = mixed.mean(0), mixed.std(0) + 1e-6
+    targets = synthetic_targets((mixed - mean) / mixed_std, seed)
 
     torch.manual_seed(seed)
-    net = build_net(HeadConfig(n_layers=1, dim=int(manifest["dim"]), mixing="mean"), seed=seed)
+    n_layers, dim = int(manifest["n_layers"]), int(manifest["dim"])
+    net = build_net(HeadConfig(n_layers=n_layers, dim=dim, mixing="mean"), seed=seed)
     net.norm_mean.copy_(torch.from_numpy(mean))
-    net.norm_std.copy_(torch.from_numpy(std))
-    x = torch.from_numpy(train[:, None, :].astype(np.float32))
+    net.norm_std.copy_(torch.from_numpy(mixed_std))
+    x = torch.from_numpy(train.astype(np.float32))
     y = torch.from_numpy(targets.astype(np.float32))
     scale = torch.tensor([TASKS[t].span for t in ALL_TASKS])
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
@@ -78,5 +87,5 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
         card={"title": "tiny test model", "data": {"songs": "3 real songs, synthetic labels"}},
     )
     model.save_pretrained(model_dir)
-    np.save(model_dir.parent / "train_rows.npy", train.astype(np.float32))
+    np.save(model_dir.parent / "train_rows.npy", train[:, 0].astype(np.float32) if n_layers == 1 else train)
     return model_dir

@@ -381,3 +381,25 @@ def test_an_unexpected_encoder_crash_is_one_failure_not_the_end_of_the_batch(pre
     results = list(flaky.iter_predict(songs))
     assert [type(r).__name__ for r in results] == ["Failure", "Prediction"]
     assert results[0].kind == "error" and "blew up" in results[0].message
+
+
+@pytest.mark.slow
+def test_a_musicnn_model_says_what_the_song_sounds_like(musicnn_wheel, shared_data, tmp_path):
+    """End to end with a real pretrained tagger: the top tags equal the original musicnn's."""
+    from predict_fixtures import build_store, train_tiny_model
+
+    store = build_store(
+        shared_data / "real-audio", tmp_path / "store", "musicnn-msd", str(musicnn_wheel), (JAZZ,)
+    )
+    model_dir = train_tiny_model(store, tmp_path / "model", steps=30)
+    [p] = Predictor.from_pretrained(model_dir, weights=str(musicnn_wheel)).predict(
+        shared_data / "real-audio" / JAZZ
+    )
+    golden = json.loads((shared_data / "musicnn" / "golden_msd_musicnn.json").read_text())["songs"][JAZZ][
+        "top5"
+    ]
+    names = [t for t, _ in p.tags]
+    assert names[0] == golden[0] == "jazz"
+    assert set(names) <= set(golden)
+    assert all(0 < prob < 1 for _, prob in p.tags)
+    assert p.to_row()["tags"].startswith("jazz=")
