@@ -98,8 +98,9 @@ function render(songs, comparison) {
   verdict.replaceChildren();
   if (comparison) {
     const p = comparison.prob_a;
-    html("span", {}, verdict, "Listeners prefer ");
-    html("strong", { id: "prob-a", "data-value": String(p) }, verdict, `A with probability ${(100 * p).toFixed(1)}%`);
+    html("span", {}, verdict, "P(listeners prefer A over B) = ");
+    html("strong", { id: "prob-a", "data-value": String(p) }, verdict, `${(100 * p).toFixed(1)}%`);
+    html("span", {}, verdict, p === 0.5 ? " — a toss-up" : ` — ${p > 0.5 ? "A" : "B"} is favoured`);
     html("span", { class: "hint" }, verdict,
       comparison.method === "comparator" ? "  (arena-trained comparator)" : "  (fallback: standardised score differences, uncalibrated)");
   }
