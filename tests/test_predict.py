@@ -403,3 +403,18 @@ def test_a_musicnn_model_says_what_the_song_sounds_like(musicnn_wheel, shared_da
     assert set(names) <= set(golden)
     assert all(0 < prob < 1 for _, prob in p.tags)
     assert p.to_row()["tags"].startswith("jazz=")
+
+
+def test_cli_predict_from_a_manifest_keeps_its_ids(predict_model_dir, clips, tmp_path):
+    manifest = tmp_path / "songs.csv"
+    manifest.write_text(f"id,path\ntrack-1,{clips[HIPHOP]}\ntrack-2,{clips[JAZZ]}\n")
+    out = tmp_path / "scores.parquet"
+    code = main(
+        ["predict", str(manifest), "--model", str(predict_model_dir), "--out", str(out), "--mc-samples", "0"]
+    )
+    assert code == 0
+    rows = _read_rows(out)
+    assert [r["id"] for r in rows] == ["track-1", "track-2"]
+    assert [r["path"] for r in rows] == [str(clips[HIPHOP]), str(clips[JAZZ])]
+    assert all(r["score_streams_std"] == 0.0 for r in rows)
+    assert not failures_path(out).exists() or failures_path(out).read_text() == ""
