@@ -290,3 +290,20 @@ def test_busy_server_answers_503_with_retry_after_and_stays_responsive(predictor
                 "in_flight": 0,
                 "rejected": 1,
             }
+
+
+def test_real_server_answers_413_to_headers_alone(predictor):
+    """Over a real socket: announce 1 GB, send no body at all, and get the 413 back."""
+    import socket
+
+    app = create_app(predictor=predictor, config=ServeConfig(max_upload_mb=1))
+    with background_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000000\r\n\r\n"
+            )
+            reply = sock.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 413")
+    assert '"error": "too_large"' in reply
