@@ -160,13 +160,15 @@ def test_object_store_uris_are_fetched_by_the_workers(ray_session, short_songs, 
 
 
 class _DiesOnce:
-    """The handcrafted encoder, except that the first encode call anywhere kills its process."""
+    """The handcrafted encoder, except that the first encode call anywhere kills its process,
+    and (with ``poison``) so does every batch holding a segment of exactly ``poison`` samples."""
 
-    def __init__(self, marker: str):
+    def __init__(self, marker: str, poison: int | None = None):
         from apexmusic.embed import build_encoder
 
         self.inner = build_encoder(EmbedConfig(encoder="handcrafted"))
         self.marker = marker
+        self.poison = poison
         for key in ("name", "sample_rate", "n_layers", "dim", "weights_id", "default_batch_size"):
             setattr(self, key, getattr(self.inner, key))
 
@@ -177,15 +179,20 @@ class _DiesOnce:
         if not os.path.exists(self.marker):
             Path(self.marker).write_text(str(os.getpid()))
             os._exit(1)  # no cleanup, no exception: what an OOM kill or a lost node looks like
+        if self.poison is not None and self.poison in {int(n) for n in lengths}:
+            with open(self.marker, "a") as f:
+                f.write(" poison")
+            os._exit(1)
         return self.inner.encode(segments, lengths)
 
 
 class _DiesOnceFactory:
-    def __init__(self, marker: str):
+    def __init__(self, marker: str, poison: int | None = None):
         self.marker = marker
+        self.poison = poison
 
     def __call__(self):
-        return _DiesOnce(self.marker)
+        return _DiesOnce(self.marker, self.poison)
 
 
 def test_a_killed_encoder_actor_is_replaced_and_every_song_lands_once(
@@ -203,6 +210,33 @@ def test_a_killed_encoder_actor_is_replaced_and_every_song_lands_once(
     assert_same_songs(EmbeddingStore.open(tmp_path / "ray"), local_store, ids=[s.id for s in short_songs])
 
 
+def test_a_song_that_kills_every_worker_fails_alone_and_the_run_goes_on(
+    ray_session, short_songs, local_store, tmp_path
+):
+    from apexmusic.distributed import embed_inputs_ray
+
+    victim = short_songs[0]
+    row = _rows(local_store)[victim.id]
+    sample_rate = local_store.manifest()["sample_rate"]
+    poison = round(float(row["segment_weights"][-1]) * sample_rate)  # its last segment's valid samples
+    marker = tmp_path / "killed"
+    marker.write_text("the first kill is not what this test is about")
+    config = EmbedConfig(encoder="handcrafted", batch_size=1)
+    factory = _DiesOnceFactory(str(marker), poison=poison)
+    report = embed_inputs_ray(
+        short_songs, tmp_path / "ray", config, encoder_factory=factory, concurrency=1, max_retries=1
+    )
+    assert marker.read_text().count("poison") == 2  # the first try and its one retry
+    assert (report.n_done, report.n_failed) == (len(short_songs) - 1, 1)
+    failure = report.failures[0]
+    assert (failure.id, failure.kind) == (victim.id, "worker") and "died 2 times" in failure.message
+    logged = [json.loads(x) for x in (tmp_path / "ray" / "failures.jsonl").read_text().splitlines()]
+    assert [(f["id"], f["kind"]) for f in logged] == [(victim.id, "worker")]
+    others = [s.id for s in short_songs[1:]]
+    assert_same_songs(EmbeddingStore.open(tmp_path / "ray"), local_store, ids=others)
+
+
+@pytest.mark.slow  # three engine runs, each starting its actor pool (~10 s each on 2 busy cores)
 def test_resume_after_an_interrupted_job_skips_finished_songs(
     ray_session, short_songs, local_store, tmp_path
 ):

@@ -78,6 +78,7 @@ class RaySettings:
     concurrency: int | None = None  # encoder actors (None: one per GPU share, or cores // 4 on CPU)
     decode_cpus: float = 1.0  # logical CPUs per decode task
     decode_songs_per_task: int = 8  # songs per decode task (retry granularity)
+    max_retries: int = 3  # re-runs of a task whose worker died; then its songs fail, the run goes on
 
 
 @dataclass
@@ -90,6 +91,10 @@ class _Plan:
     threads_per_actor: int
     decode_cpus: float
     total_cpus: float
+    # Batches queued on one actor. 2 lets a GPU actor receive its next batch while it computes;
+    # but when an actor dies, every batch queued on it is charged a retry, so CPU actors (whose
+    # inputs are local anyway) take one at a time and a crash costs exactly one batch.
+    tasks_in_flight: int = 1
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -122,6 +127,9 @@ def _quiet_ray_data() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+    if not logging.getLogger("apexmusic").isEnabledFor(logging.INFO):
+        # Ray Data logs every execution at INFO on its own handler; follow our verbosity (-v)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def plan_resources(settings: RaySettings) -> _Plan:
@@ -146,7 +154,7 @@ def plan_resources(settings: RaySettings) -> _Plan:
     if gpus > 0:
         actors = settings.concurrency or max(1, int(total_gpus // gpus))
         cpus = min(1.0, max(0.25, (total_cpus - decode_cpus) / actors))
-        return _Plan(actors, gpus, cpus, max(1, int(cpus)), decode_cpus, total_cpus)
+        return _Plan(actors, gpus, cpus, max(1, int(cpus)), decode_cpus, total_cpus, tasks_in_flight=2)
     actors = settings.concurrency or max(1, int(total_cpus // 4))
     node_cpus = max(
         (n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=total_cpus
@@ -426,8 +434,19 @@ class _Assembler:
             self.compat,
         )
 
-    def unresolved(self) -> list[int]:
-        return sorted(self.pending)
+    def lost(self, retries: int) -> Iterator[Failure]:
+        """Failures for songs whose rows never came back: the worker running their task died on
+        every try (a decoder or encoder crash on hostile input, an OOM kill). A task carries a
+        block of rows, so songs sharing the block with the culprit are listed too; ``--resume``
+        retries them. The rest of the run went on without them."""
+        for idx in sorted(self.pending):
+            song = self.songs[idx]
+            message = (
+                f"a worker process died {retries + 1} times on the block of rows holding this "
+                "song (decoding or encoding); --resume retries it"
+            )
+            yield Failure(song.id, song.path, "worker", message)
+        self.pending.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,23 +506,31 @@ def run_pipeline(
     full_samples = segment.segment_samples(info.sample_rate)
     ds = (
         ray.data.from_items(items, override_num_blocks=n_blocks)
-        .flat_map(_DecodeSong(info.sample_rate, segment), num_cpus=plan.decode_cpus)
+        .flat_map(
+            _DecodeSong(info.sample_rate, segment),
+            num_cpus=plan.decode_cpus,
+            max_retries=settings.max_retries,
+        )
         .map_batches(
             _EncodeSegments,
             fn_constructor_args=(make_encoder, plan.threads_per_actor, full_samples),
             batch_size=info.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            compute=ray.data.ActorPoolStrategy(
+                size=plan.actors, max_tasks_in_flight_per_actor=plan.tasks_in_flight
+            ),
             num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor or None,
+            max_task_retries=settings.max_retries,  # actors themselves restart without limit
         )
     )
+    # A block whose task exhausted its retries is dropped instead of failing the whole job;
+    # its songs come back as failures below (per-song errors never raise, they are rows).
+    ds.context.max_errored_blocks = -1
     assembler = _Assembler(songs, info.n_layers, info.dim, info.sample_rate, compat)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         yield from assembler.add(batch)
-    for idx in assembler.unresolved():  # cannot happen unless a stage lost rows; never silent
-        song = songs[idx]
-        yield Failure(song.id, song.path, "decode", "the Ray pipeline returned no result for this song")
+    yield from assembler.lost(settings.max_retries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +548,7 @@ def embed_inputs_ray(
     num_gpus_per_actor: float | None = None,
     concurrency: int | None = None,
     encoder_factory: EncoderFactory | None = None,
+    max_retries: int = 3,
 ) -> EmbedReport:
     """``embed_inputs`` on Ray Data: the same store, manifest, failure log and vectors.
 
@@ -529,10 +557,11 @@ def embed_inputs_ray(
     """
     config = config or EmbedConfig()
     config.validate()
-    settings = RaySettings(ray_address, num_cpus, num_gpus_per_actor, concurrency)
+    settings = RaySettings(ray_address, num_cpus, num_gpus_per_actor, concurrency, max_retries=max_retries)
+    start = time.monotonic()  # the report's wall time includes starting or reaching Ray
     started_ray = connect(settings.address, settings.num_cpus)
     try:
-        return _embed(songs, out_dir, config, on_progress, settings, encoder_factory)
+        return _embed(songs, out_dir, config, on_progress, settings, encoder_factory, start)
     finally:
         if started_ray:
             import ray
@@ -557,8 +586,8 @@ def _embed(
     on_progress: Callable[[EmbedProgress], None] | None,
     settings: RaySettings,
     encoder_factory: EncoderFactory | None,
+    start: float,
 ) -> EmbedReport:
-    start = time.monotonic()
     make_encoder = encoder_factory or _ConfigEncoder(config)
     plan = plan_resources(settings)
     info = probe_encoder(make_encoder, config, plan)
@@ -697,9 +726,10 @@ def predict_inputs_ray(
 
     config = config or PredictConfig()
     settings = RaySettings(ray_address, num_cpus, num_gpus_per_actor, concurrency)
+    start = time.perf_counter()
     started_ray = connect(settings.address, settings.num_cpus)
     try:
-        return _predict(songs, model_dir, out_file, config, on_progress, settings)
+        return _predict(songs, model_dir, out_file, config, on_progress, settings, start)
     finally:
         if started_ray:
             import ray
@@ -707,11 +737,10 @@ def predict_inputs_ray(
             ray.shutdown()
 
 
-def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySettings):
+def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySettings, started: float):
     from apexmusic.errors import AudioContentError
     from apexmusic.predict import FailureLog, Predictor, PredictReport, failures_path, open_writer
 
-    started = time.perf_counter()
     writer = open_writer(out_file, resume=config.resume)
     done = writer.done_ids()
     todo = [s for s in songs if s.id not in done]
