@@ -223,3 +223,30 @@ def test_mtt_model_tags_real_songs_sensibly(musicnn_wheel, real_audio_files):
     assert "classical" in sonata and "violin" in sonata
     rap = top("acestep_hiphop_rap_shirt_song.opus", 6)
     assert "male" in rap and "classical" not in rap
+
+
+def test_embed_cli_stores_musicnn_layers_and_tags(musicnn_wheel, shared_data, tmp_path):
+    """``apexmusic embed --encoder musicnn-msd`` on a real song (and a bad file): the store holds
+    [3, 753] layers and song-level tags whose top 5 equal the original model's."""
+    from apexmusic.cli import main
+    from apexmusic.store import EmbeddingStore
+
+    song = shared_data / "real-audio" / "acestep_hiphop_rap_shirt_song.opus"
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"not audio at all" * 64)
+    out = tmp_path / "store"
+    argv = ["embed", str(song), str(bad), "--out", str(out), "--encoder", "musicnn-msd"]
+    rc = main([*argv, "--weights", str(musicnn_wheel), "--device", "cpu"])
+    assert rc == 1  # one input failed, the other was embedded
+    store = EmbeddingStore.open(out)
+    assert (store.manifest()["n_layers"], store.manifest()["dim"]) == (3, 753)
+    assert [f["id"] for f in store.failures()] == ["broken"]
+    (row,) = list(store.iter_rows(["id", "layers", "extra_tags"]))
+    tags = np.asarray(row["extra_tags"], dtype=np.float32).ravel()
+    golden = json.loads((shared_data / "musicnn" / "golden_msd_musicnn.json").read_text())
+    ref = golden["songs"][song.name]
+    assert [MSD_LABELS[i] for i in np.argsort(-tags)[:5]] == ref["top5"]
+    # 30 s segments with an end-aligned last window differ slightly from the tagger's windows
+    assert np.abs(tags - np.asarray(ref["taggram_mean"])).max() < 0.02
+    layers = np.asarray(row["layers"], dtype=np.float32).reshape(3, 753)
+    assert np.isfinite(layers).all() and (layers[0, 200:] == 0).all()
