@@ -35,6 +35,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,8 +277,12 @@ class _EncodeSegments:
 
     def __init__(self, make_encoder: EncoderFactory, threads: int, full_samples: int):
         import torch
+        from threadpoolctl import threadpool_limits
 
+        # Ray pins OMP/BLAS to the actor's logical CPUs (1 for a fractional share); give the
+        # encoder the threads its plan allows, for torch and for numpy's BLAS alike
         torch.set_num_threads(threads)
+        threadpool_limits(threads)
         self.encoder = make_encoder()
         self.full_samples = full_samples
 
@@ -495,7 +500,6 @@ def run_pipeline(
     settings: RaySettings,
 ) -> Iterator[SongEmbedding | Failure]:
     """Stream every song through decode -> encode and yield each one exactly once."""
-    import ray
 
     if not songs:
         return
@@ -504,7 +508,34 @@ def run_pipeline(
     per_task = math.ceil(len(items) / settings.decode_songs_per_task)
     n_blocks = max(1, min(len(items), max(per_task, int(2 * plan.total_cpus))))
     full_samples = segment.segment_samples(info.sample_rate)
-    ds = (
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing task/actor retry limits as remote args but offers no
+        # named parameter for them yet
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        ds = _dataset(items, n_blocks, make_encoder, info, full_samples, segment, plan, settings)
+    # A block whose task exhausted its retries is dropped instead of failing the whole job;
+    # its songs come back as failures below (per-song errors never raise, they are rows).
+    ds.context.max_errored_blocks = -1
+    assembler = _Assembler(songs, info.n_layers, info.dim, info.sample_rate, compat)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        yield from assembler.add(batch)
+    yield from assembler.lost(settings.max_retries)
+
+
+def _dataset(
+    items: list[dict[str, Any]],
+    n_blocks: int,
+    make_encoder: EncoderFactory,
+    info: _EncoderInfo,
+    full_samples: int,
+    segment: SegmentConfig,
+    plan: _Plan,
+    settings: RaySettings,
+) -> Any:
+    """songs -> decode tasks (flat_map) -> encoder actor pool (map_batches), lazily."""
+    import ray
+
+    return (
         ray.data.from_items(items, override_num_blocks=n_blocks)
         .flat_map(
             _DecodeSong(info.sample_rate, segment),
@@ -524,13 +555,6 @@ def run_pipeline(
             max_task_retries=settings.max_retries,  # actors themselves restart without limit
         )
     )
-    # A block whose task exhausted its retries is dropped instead of failing the whole job;
-    # its songs come back as failures below (per-song errors never raise, they are rows).
-    ds.context.max_errored_blocks = -1
-    assembler = _Assembler(songs, info.n_layers, info.dim, info.sample_rate, compat)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield from assembler.add(batch)
-    yield from assembler.lost(settings.max_retries)
 
 
 # ---------------------------------------------------------------------------------------------
