@@ -255,15 +255,15 @@ def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: Pop
 def songeval_labels(records: list[dict[str, Any]], source: str = "") -> LabelTable:
     """SongEval per-rater records → per-song mean over raters, with rater sd and count kept.
 
-    The id is ``file_name`` without its extension (``mp3/0.mp3`` → ``mp3/0``); joining also
-    accepts the bare stem (``0``).
+    The id is the record's ``id`` when it has one, else ``file_name`` without its extension
+    (``mp3/0.mp3`` → ``mp3/0``); joining also accepts the bare stem (``0``).
     """
     ids, per_dim = [], {task: [] for task in AESTHETIC_TASKS}
     for r in records:
-        name = r.get("file_name") or r.get("id")
+        name = _clean_id(r.get("id")) or (_strip_suffix(str(r["file_name"])) if r.get("file_name") else None)
         if not name or not isinstance(r.get("annotation"), list):
-            raise DataError(f"SongEval record without file_name/annotation: {str(r)[:120]}")
-        ids.append(_strip_suffix(str(name)))
+            raise DataError(f"SongEval record without id/file_name and annotation: {str(r)[:120]}")
+        ids.append(name)
         for task, key in SONGEVAL_DIMENSIONS.items():
             per_dim[task].append([_to_float(_get_ci(a, key)) for a in r["annotation"]])
     _check_unique_ids(ids)

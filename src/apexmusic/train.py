@@ -14,6 +14,7 @@ fused (:class:`apexmusic.model.FusedHead`); the loop never synchronises per step
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -61,6 +62,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 (autocast matmuls; ~1.4x faster on AVX512-BF16/AMX CPUs)
     standardize: bool = True
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
@@ -71,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, not {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
         SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
@@ -274,6 +278,11 @@ def _fit(
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
     n = len(tr.x)
+    autocast = (
+        torch.autocast(tr.x.device.type, dtype=torch.bfloat16)
+        if config.precision == "bf16"
+        else contextlib.nullcontext()
+    )
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
@@ -285,7 +294,9 @@ def _fit(
                 idx = order[start : start + config.batch_size]
                 if len(idx) < 2:  # BatchNorm cannot train on one row
                     continue
-                loss = criterion(net.forward_prepared(tr.x[idx]), tr.y[idx], tr.mask[idx])
+                with autocast:
+                    pred = net.forward_prepared(tr.x[idx])
+                loss = criterion(pred.float(), tr.y[idx], tr.mask[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
