@@ -350,3 +350,28 @@ def test_the_actor_pool_never_takes_the_cpus_the_decoders_need(ray_session):
         assert plan.actors * plan.cpus_per_actor + plan.decode_cpus <= 2 + 1e-9
     with pytest.raises(ConfigError, match="GPU"):
         plan_resources(RaySettings(num_gpus_per_actor=1))
+
+
+def test_cli_embed_with_the_ray_engine(ray_session, short_songs, local_store, tmp_path):
+    from apexmusic.cli import main
+
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("not audio at all")
+    out = tmp_path / "store"
+    argv = [
+        "embed",
+        short_songs[0].path,
+        str(bad),
+        "--out",
+        str(out),
+        "--engine",
+        "ray",
+        "--ray-concurrency",
+        "1",
+    ]
+    assert main(argv) == 1  # some inputs failed, the rest done
+    store = EmbeddingStore.open(out)
+    assert_same_songs(store, local_store, ids=[short_songs[0].id])
+    assert [(f["id"], f["kind"]) for f in store.failures()] == [("bad", "decode")]
+    assert main([*argv, "--resume"]) == 1  # the bad file is retried and fails again; the song is kept
+    assert sorted(_rows(store)) == [short_songs[0].id]
