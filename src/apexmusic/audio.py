@@ -302,6 +302,7 @@ class _Segmenter:
     """Cuts a stream of blocks into fixed-length segments, keeping only what overlaps ahead."""
 
     def __init__(self, config: SegmentConfig, sample_rate: int):
+        self.sample_rate = sample_rate
         self.size = config.segment_samples(sample_rate)
         self.hop = config.hop_samples(sample_rate)
         self.pad_last = config.pad_last
@@ -323,7 +324,8 @@ class _Segmenter:
         covered = self.emitted and self.start - self.hop + self.size >= total_samples
         if total_samples < self.min_samples:
             raise AudioContentError(
-                f"too short: {total_samples} samples after resampling (minimum {self.min_samples})"
+                f"too short: {total_samples / self.sample_rate:.3g} s of audio "
+                f"(minimum {self.min_samples / self.sample_rate:g} s)"
             )
         n = self.buffer.size
         if covered or n == 0 or (self.emitted and n < self.min_samples):

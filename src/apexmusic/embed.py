@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import queue
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -446,6 +447,12 @@ class _WorkerPool:
         self.tasks.cancel_join_thread()
 
 
+def _spawn_can_start() -> bool:
+    """Spawned processes re-run ``__main__`` from its file; a script read from stdin has none."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
 def _in_process_messages(
     tasks: list[tuple[int, str, str | None]], sample_rate: int, segment: SegmentConfig
 ) -> Iterator[tuple]:
@@ -511,6 +518,9 @@ class _Run:
         if not tasks:
             return
         n_workers = min(self.config.n_workers(), len(tasks))
+        if n_workers and not _spawn_can_start():
+            log.info("decoding in-process: worker processes cannot re-import __main__ (a script on stdin)")
+            n_workers = 0
         try:
             if n_workers == 0:
                 self._consume(_in_process_messages(tasks, self.encoder.sample_rate, self.segment))
