@@ -15,6 +15,8 @@ _REGISTRY: dict[str, str] = {
     "mert-v1-330m": "apexmusic.encoders.mert:load_330m",
     "musicnn-msd": "apexmusic.encoders.musicnn:load_msd",
     "musicnn-mtt": "apexmusic.encoders.musicnn:load_mtt",
+    "musicnn-msd-vgg": "apexmusic.encoders.musicnn:load_msd_vgg",
+    "musicnn-mtt-vgg": "apexmusic.encoders.musicnn:load_mtt_vgg",
 }
 
 DEFAULT_ENCODER = "handcrafted"

@@ -88,14 +88,24 @@ MTT_LABELS = (
 
 @dataclass(frozen=True)
 class MusicnnConfig:
-    """One of the published musicnn models (the ``MSD_musicnn_big`` variant is not in the wheel)."""
+    """One of the published models (the ``MSD_musicnn_big`` variant is not in the wheel)."""
 
+    name: str  # registry name, e.g. "musicnn-msd"
     checkpoint: str  # folder name inside the wheel, e.g. "MSD_musicnn"
     labels: tuple[str, ...]
+    arch: str = "musicnn"  # "musicnn" or "vgg" (the paper's 5-layer VGG baseline)
     n_mels: int = N_MELS
     frontend_scale: float = 1.6
     midend_filters: int = 64
     backend_units: int = 200
+    vgg_filters: int = 128
+
+    @property
+    def layer_dims(self) -> dict[str, int]:
+        """The per-window feature vectors the encoder returns as layers, in layer order."""
+        if self.arch == "vgg":
+            return {"pool5": 2 * self.vgg_filters, "pool4": self.vgg_filters, "pool3": self.vgg_filters}
+        return {"penultimate": self.backend_units, "mean_pool": self.midend_dim, "max_pool": self.midend_dim}
 
     @property
     def timbral_filters(self) -> int:
@@ -114,8 +124,10 @@ class MusicnnConfig:
         return self.frontend_dim + 3 * self.midend_filters
 
 
-MSD_MUSICNN = MusicnnConfig("MSD_musicnn", MSD_LABELS)
-MTT_MUSICNN = MusicnnConfig("MTT_musicnn", MTT_LABELS)
+MSD_MUSICNN = MusicnnConfig("musicnn-msd", "MSD_musicnn", MSD_LABELS)
+MTT_MUSICNN = MusicnnConfig("musicnn-mtt", "MTT_musicnn", MTT_LABELS)
+MSD_VGG = MusicnnConfig("musicnn-msd-vgg", "MSD_vgg", MSD_LABELS, arch="vgg")
+MTT_VGG = MusicnnConfig("musicnn-mtt-vgg", "MTT_vgg", MTT_LABELS, arch="vgg")
 
 
 # ---------------------------------------------------------------- log-mel front end
@@ -331,6 +343,47 @@ class Musicnn(nn.Module):
         }
 
 
+class Vgg(nn.Module):
+    """The paper's VGG baseline: ``[N, 187, 96]`` -> logits, pool5 (flattened), pool4/pool3 means.
+
+    Five 3×3 'same' convs (ReLU → BN) with max pools (4×1 stride 2, then 2×2, 2×2, 2×2, 4×4;
+    TF 'valid' pooling); the classifier reads pool5 ``[2 frames, 1 band, 128]`` flattened in
+    TensorFlow's NHWC order. Needs exactly 187 frames.
+    """
+
+    pools = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
+
+    def __init__(self, config: MusicnnConfig):
+        super().__init__()
+        self.config = config
+        f = config.vgg_filters
+        self.input_bn = _bn(1)
+        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else f, f, 3, padding=1) for i in range(5))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(f, eps=BN_EPSILON) for _ in range(5))
+        self.output = nn.Linear(2 * f, len(config.labels))
+
+    def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, t, m = mel.shape
+        if t != WINDOW_FRAMES:
+            raise ConfigError(f"the VGG models need windows of exactly {WINDOW_FRAMES} frames, got {t}")
+        x = self.input_bn(mel.reshape(n, 1, t * m)).reshape(n, 1, t, m)
+        pooled = []
+        for conv, bn, (kernel, stride) in zip(self.convs, self.bns, self.pools, strict=True):
+            x = F.max_pool2d(bn(F.relu(conv(x))), kernel, stride)
+            pooled.append(x)
+        pool5 = pooled[4].permute(0, 2, 3, 1).flatten(1)  # NHWC flatten, as TF's
+        return {
+            "logits": self.output(pool5),
+            "pool5": pool5,
+            "pool4": pooled[3].mean(dim=(2, 3)),
+            "pool3": pooled[2].mean(dim=(2, 3)),
+        }
+
+
+def build_model(config: MusicnnConfig) -> nn.Module:
+    return Vgg(config) if config.arch == "vgg" else Musicnn(config)
+
+
 # ---------------------------------------------------------------- TensorFlow -> PyTorch weights
 
 
@@ -356,10 +409,18 @@ def _bn_state(tensors: dict[str, np.ndarray], scope: str, prefix: str) -> dict[s
     }
 
 
-def tf_to_torch_state(bundle: TensorBundle, config: MusicnnConfig) -> dict[str, torch.Tensor]:
-    """Map the checkpoint's variables onto :class:`Musicnn`'s state dict (crc32c-verified reads)."""
-    wanted = [n for n in bundle.names() if "Adam" not in n and not n.endswith("_power")]
-    tensors = bundle.read_all(wanted)
+def _vgg_state(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    state = _bn_state(tensors, "batch_normalization", "input_bn")
+    for i in range(5):
+        state[f"convs.{i}.weight"] = tensors[f"{i + 1}CNN/kernel"].transpose(3, 2, 0, 1)
+        state[f"convs.{i}.bias"] = tensors[f"{i + 1}CNN/bias"]
+        state.update(_bn_state(tensors, f"batch_normalization_{i + 1}", f"bns.{i}"))
+    state["output.weight"] = tensors["dense/kernel"].T
+    state["output.bias"] = tensors["dense/bias"]
+    return state
+
+
+def _musicnn_state(tensors: dict[str, np.ndarray], config: MusicnnConfig) -> dict[str, np.ndarray]:
     state: dict[str, np.ndarray] = {}
     for module, (layer, bn) in _tf_layer_names(config).items():
         if module.startswith(("timbral", "temporal")):
@@ -380,10 +441,18 @@ def tf_to_torch_state(bundle: TensorBundle, config: MusicnnConfig) -> dict[str, 
                 state.update(_bn_state(tensors, bn, f"{module}_bn"))
         else:
             state.update(_bn_state(tensors, bn, module))
+    return state
+
+
+def tf_to_torch_state(bundle: TensorBundle, config: MusicnnConfig) -> dict[str, torch.Tensor]:
+    """Map the checkpoint's variables onto the model's state dict (crc32c-verified reads)."""
+    wanted = [n for n in bundle.names() if "Adam" not in n and not n.endswith("_power")]
+    tensors = bundle.read_all(wanted)
+    state = _vgg_state(tensors) if config.arch == "vgg" else _musicnn_state(tensors, config)
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
 
 
-def load_state(model: Musicnn, state: dict[str, torch.Tensor]) -> None:
+def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load converted weights strictly: every parameter present with the right shape."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state) - {k for k in own if k.endswith("num_batches_tracked")})
@@ -564,12 +633,10 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class WindowOutputs:
-    """Per-window outputs of the original tagging API (golden-file layout)."""
+    """Per-window outputs of the original tagging API."""
 
     tags: np.ndarray  # [W, 50] sigmoid probabilities (the "taggram")
-    penultimate: np.ndarray  # [W, 200]
-    mean_pool: np.ndarray  # [W, 753]
-    max_pool: np.ndarray  # [W, 753]
+    features: dict[str, np.ndarray]  # musicnn: penultimate [W, 200], mean_pool/max_pool [W, 753]
 
 
 class MusicnnEncoder:
@@ -590,16 +657,18 @@ class MusicnnEncoder:
         if layout not in ("stack", "concat"):
             raise ConfigError(f"musicnn layout must be 'stack' or 'concat', not {layout!r}")
         self.config = config
-        self.name = "musicnn-" + config.checkpoint.split("_")[0].lower()
+        self.name = config.name
         self.weights_id = weights_id
         self.device = _resolve_device(device)
         self.dtype = _resolve_precision(precision, self.device)
         self.layout = layout
         self.window_batch = max(1, int(window_batch))
-        d, p = config.midend_dim, config.backend_units
-        self.n_layers, self.dim = (3, d) if layout == "stack" else (1, p + 2 * d)
+        dims = config.layer_dims
+        self.n_layers, self.dim = (
+            (len(dims), max(dims.values())) if layout == "stack" else (1, sum(dims.values()))
+        )
         self.labels = {"tags": list(config.labels)}
-        self.model = Musicnn(config)
+        self.model = build_model(config)
         if state is not None:
             load_state(self.model, state)
         self.model.eval().to(self.device)
@@ -629,12 +698,12 @@ class MusicnnEncoder:
         if not starts:
             raise ConfigError(f"musicnn needs at least {WINDOW_FRAMES} frames (3 s), got {mel.shape[0]}")
         out = self._run_windows(torch.stack([mel[s : s + WINDOW_FRAMES] for s in starts]))
-        return WindowOutputs(out["tags"], out["penultimate"], out["mean_pool"], out["max_pool"])
+        return WindowOutputs(out.pop("tags"), out)
 
     # -- encoder protocol
 
     def _segment_outputs(self, segments: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
-        """Window-averaged outputs per segment: tags [B, 50], penultimate, mean_pool, max_pool."""
+        """Window-averaged outputs per segment: tags [B, 50] and each layer's features."""
         segments = np.ascontiguousarray(segments, dtype=np.float32)
         lengths = np.asarray(lengths, dtype=np.int64)
         if segments.ndim != 2 or lengths.shape != (segments.shape[0],):
@@ -657,8 +726,12 @@ class MusicnnEncoder:
         per_window: list[dict[str, np.ndarray]] = []
         if windows:
             per_window.append(self._run_windows(torch.stack(windows)))
-        for row, valid in short:  # fully convolutional: a short segment runs as one short window
-            per_window.append(self._run_windows(mel[row : row + 1, :valid]))
+        for row, valid in short:
+            if self.config.arch == "vgg":  # fixed input size: repeat-pad, as musicnn's training did
+                window = mel[row, torch.arange(WINDOW_FRAMES, device=mel.device) % valid][None]
+            else:  # fully convolutional: a short segment runs as one short window
+                window = mel[row : row + 1, :valid]
+            per_window.append(self._run_windows(window))
             owners.append(row)
         stacked = {k: np.concatenate([w[k] for w in per_window]) for k in per_window[0]}
         owner = np.asarray(owners)
@@ -673,12 +746,12 @@ class MusicnnEncoder:
 
     def encode(self, segments: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = self._segment_outputs(segments, lengths)
+        features = [out[name] for name in self.config.layer_dims]
         if self.layout == "concat":
-            return np.concatenate([out["penultimate"], out["mean_pool"], out["max_pool"]], axis=1)[:, None]
-        layers = np.zeros((len(lengths), 3, self.dim), dtype=np.float32)
-        layers[:, 0, : out["penultimate"].shape[1]] = out["penultimate"]
-        layers[:, 1] = out["mean_pool"]
-        layers[:, 2] = out["max_pool"]
+            return np.concatenate(features, axis=1)[:, None]
+        layers = np.zeros((len(lengths), self.n_layers, self.dim), dtype=np.float32)
+        for i, feature in enumerate(features):  # shorter layers are zero-padded at the end
+            layers[:, i, : feature.shape[1]] = feature
         return layers
 
     def extras(self, segments: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
@@ -695,7 +768,7 @@ class MusicnnEncoder:
             "n_mels": N_MELS,
             "window_frames": WINDOW_FRAMES,
             "layout": self.layout,
-            "layers": ["penultimate", "mean_pool", "max_pool"],
+            "layers": list(self.config.layer_dims),
             "n_layers": self.n_layers,
             "dim": self.dim,
             "precision": str(self.dtype).replace("torch.", ""),
@@ -721,3 +794,13 @@ def load_msd(weights=None, device: str = "auto", precision: str = "auto", **opts
 def load_mtt(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
     """musicnn trained on MagnaTagATune (50 tags). ``weights``: see :func:`resolve_weights`."""
     return _load(MTT_MUSICNN, weights, device, precision, **opts)
+
+
+def load_msd_vgg(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+    """The VGG baseline trained on the Million Song Dataset: layers pool5 (256), pool4, pool3 (128)."""
+    return _load(MSD_VGG, weights, device, precision, **opts)
+
+
+def load_mtt_vgg(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+    """The VGG baseline trained on MagnaTagATune: layers pool5 (256), pool4, pool3 (128)."""
+    return _load(MTT_VGG, weights, device, precision, **opts)
