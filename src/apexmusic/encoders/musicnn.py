@@ -27,6 +27,8 @@ averaged. ``encode`` returns ``[B, 3, 753]`` with this layer layout (``layout="s
 - layer 2: the mid-end features' temporal max (753).
 
 ``layout="concat"`` returns the same numbers as one layer of 1706 = 200 + 753 + 753 instead.
+The VGG baselines (``musicnn-msd-vgg``, ``musicnn-mtt-vgg``) return pool5 (256), and the pool4
+and pool3 means (128, zero-padded): ``[B, 3, 256]``.
 ``extras`` returns ``{"tags": [B, 50]}`` window-averaged tag probabilities; ``labels["tags"]``
 names them.
 """
