@@ -118,8 +118,12 @@ def test_library_errors_are_typed_and_one_line(tmp_path):
     with pytest.raises(AudioContentError):
         segment_array(np.zeros(100 * 16000, np.float32), 16000, 16000, SegmentConfig(max_seconds=60))
     with pytest.raises(AudioContentError):  # the header says too long: refused before decoding
-        path = write_audio(tmp_path / "long.wav", np.zeros(70 * 8000, np.float32), 8000)
+        path = write_audio(tmp_path / "long.wav", np.zeros(100 * 8000, np.float32), 8000)
         list(iter_segments(path, 16000, SegmentConfig(max_seconds=60)))
+    # A name that looks like an FFmpeg protocol is only ever a local file.
+    (tmp_path / "http:").mkdir()
+    write_audio(tmp_path / "http:" / "x.wav", np.zeros(8000, np.float32), 8000)
+    assert len(list(iter_segments(tmp_path / "http:" / "x.wav", 8000, config))) == 1
     sanitised = segment_array(
         np.array([np.nan, np.inf, 1e9] + [0.1] * 3000, np.float32), 16000, 16000, config
     )

@@ -156,7 +156,9 @@ def _open(path: str | os.PathLike):
 
     _check_readable(path)
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        # "file:" pins FFmpeg's local-file protocol: a name such as "http:..." or "concat:..."
+        # is never read as a URL or a protocol spec.
+        container = av.open("file:" + os.path.abspath(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise AudioDecodeError(f"not a decodable audio file ({_ffmpeg_reason(exc)})") from None
     if not container.streams.audio:
@@ -371,7 +373,9 @@ class SegmentStream(Iterator[Segment]):
             duration = container.duration / 1_000_000 if container.duration else None
         finally:
             container.close()
-        if duration is not None and duration > self.config.max_seconds * 1.01 + 1:
+        # Header durations of VBR files without an index are estimates: refuse early only when
+        # the header says far too long; the decoded length is checked exactly while streaming.
+        if duration is not None and duration > self.config.max_seconds * 1.5 + 1:
             raise AudioContentError(
                 f"longer than the {self.config.max_seconds:g} s limit ({duration:.0f} s); not embedded"
             )
