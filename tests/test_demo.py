@@ -84,6 +84,14 @@ def test_demo_model_directory_and_comparator_are_usable(demo_dir):
     assert comparator.prob_a_wins(a, b) == pytest.approx(1 - comparator.prob_a_wins(b, a))
 
 
+def test_demo_model_scores_a_song_through_predict(demo_dir, tmp_path):
+    song = next((demo_dir / "corpus" / "audio").rglob("*.mp3"))
+    out = tmp_path / "scores.jsonl"
+    assert main(["-q", "predict", str(song), "--model", str(demo_dir / "model"), "--out", str(out)]) == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert all(1.0 <= row[t] <= 5.0 for t in AESTHETIC_TASKS) and 0.0 <= row["score_streams"] <= 100.0
+
+
 class _Images(HTMLParser):
     def __init__(self):
         super().__init__()

@@ -28,6 +28,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -267,15 +268,28 @@ def _train(
         device=config.device,
         n_boot=config.n_boot,
     )
-    result = train(
-        dataset,
-        train_config,
-        log_path=log_path,
-        split=split,
-        on_progress=lambda r: progress(stage, r["epoch"], r["epochs"]),
-    )
+    with _torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
+        result = train(
+            dataset,
+            train_config,
+            log_path=log_path,
+            split=split,
+            on_progress=lambda r: progress(stage, r["epoch"], r["epochs"]),
+        )
     progress(stage, train_config.epochs, train_config.epochs)
     return result
+
+
+@contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_info(result) -> dict[str, Any]:

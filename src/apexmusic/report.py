@@ -218,6 +218,7 @@ def _per_style_section(summary: dict) -> str:
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="Spearman")
     ax.set_title("Spearman per generator style (* = held-out style)")
+    fig.tight_layout()
     return (
         "<h2>Per-style breakdown</h2><p class='muted'>Within one style the spread of quality is "
         "smaller and n is small, so per-style correlations are lower and noisier than pooled ones."
