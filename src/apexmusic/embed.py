@@ -68,7 +68,7 @@ class EmbedConfig:
     device: str = "auto"
     precision: str = "auto"
     compat: str | None = None  # "reference": the published pipeline, bit for bit in spirit
-    workers: int | None = None  # decoder processes; None: cores - 1 (at most 4); 0: in-process
+    workers: int | None = None  # decoder processes; None: cores - 1 (at most 8); 0: in-process
     resume: bool = False
     max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer songs fail with a content error
     shard_songs: int = 256  # songs per Parquet shard
@@ -104,7 +104,7 @@ class EmbedConfig:
     def n_workers(self) -> int:
         if self.workers is not None:
             return self.workers
-        return max(1, min(4, (os.cpu_count() or 2) - 1))
+        return max(1, min(8, (os.cpu_count() or 2) - 1))  # one decodes ~450x real time
 
 
 @dataclass
