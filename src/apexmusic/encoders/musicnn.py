@@ -497,7 +497,8 @@ def download_wheel(dest_dir: Path) -> Path:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", tmp, "-r", str(requirements)]  # fmt: skip
+               "--disable-pip-version-check", "--retries", "2", "--timeout", "30",
+               "-d", tmp, "-r", str(requirements)]  # fmt: skip
         log.info("downloading %s with pip into %s", WHEEL_REQUIREMENT, dest_dir)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -769,6 +770,7 @@ class MusicnnEncoder:
             "hop": HOP,
             "n_mels": N_MELS,
             "window_frames": WINDOW_FRAMES,
+            "windows": "non-overlapping; end-aligned extra window when the tail >= half a window",
             "layout": self.layout,
             "layers": list(self.config.layer_dims),
             "n_layers": self.n_layers,
