@@ -679,6 +679,8 @@ class _StoreSink:
         self.last_flush = time.monotonic()
 
     def add(self, result: SongEmbedding | Failure) -> None:
+        from apexmusic.embed import _FLUSH_SECONDS  # the local engine's flush interval
+
         if isinstance(result, Failure):
             self.store.record_failure(result)
             self.failures.append(result)
@@ -687,7 +689,7 @@ class _StoreSink:
             self.buffer.append(result)
             self.n_done += 1
             self.audio_seconds += result.duration_s
-            if len(self.buffer) >= self.shard_songs or time.monotonic() - self.last_flush > 120.0:
+            if len(self.buffer) >= self.shard_songs or time.monotonic() - self.last_flush > _FLUSH_SECONDS:
                 self.flush()
         self.progress(result.id)
 
