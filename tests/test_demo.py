@@ -128,3 +128,37 @@ def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
         assert heading in parser.headings
     assert "http://" not in page and "https://" not in page  # no external assets
     assert "not</b> predictions for real songs" in page
+
+
+def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
+    import csv
+
+    from scipy.stats import spearmanr
+
+    from apexmusic.demo import _paired_difference, _rowwise_spearman
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(4, 30))
+    p = y + rng.normal(size=y.shape)
+    np.testing.assert_allclose(
+        _rowwise_spearman(y, p), [spearmanr(a, b)[0] for a, b in zip(y, p, strict=True)]
+    )
+
+    n = 120
+    truth = rng.normal(size=(n, len(ALL_TASKS)))
+    noise = {"weak": 2.0, "strong": 0.3}
+    for name, sd in noise.items():
+        (tmp_path / name).mkdir()
+        with (tmp_path / name / "predictions.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "group", *[f"true_{t}" for t in ALL_TASKS], *[f"pred_{t}" for t in ALL_TASKS]])
+            pred = truth + rng.normal(size=truth.shape) * sd
+            for i in range(n):
+                w.writerow([f"s{i}", "test" if i % 2 else "heldout_style", *truth[i], *pred[i]])
+    diff = _paired_difference(
+        tmp_path / "weak" / "predictions.csv", tmp_path / "strong" / "predictions.csv", 300
+    )
+    for group in ("test", "heldout_style"):
+        d = diff[group]["aesthetic_mean"]
+        assert diff[group]["n"] == 60
+        assert d["ci"][0] > 0 and d["ci"][0] <= d["difference"] <= d["ci"][1]

@@ -132,7 +132,9 @@ def run_demo(
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     if comparison:
-        summary["encoder_comparison"] = _compare(config.encoder, main.headline, comparison)
+        summary["encoder_comparison"] = _compare(
+            config.encoder, main.headline, comparison, out, config.n_boot
+        )
     _write_json(out / "summary.json", summary)
     t0 = time.perf_counter()
     progress("report", 0, 1)
@@ -242,6 +244,9 @@ def _load_dataset(corpus, store_dir: Path):
     labels = load_labels(corpus.metadata_path, preset="plain")
     store = EmbeddingStore.open(store_dir).load()
     dataset = join_labels(store, labels, ALL_TASKS)
+    # Store rows come in the order songs finished embedding; sorting by id makes the seeded
+    # split the same songs for every encoder, so encoders are compared on identical test songs.
+    dataset = dataset.subset(np.argsort(np.asarray(dataset.labels.ids, dtype=object).astype(str)))
     styles = np.asarray(dataset.labels.extra["style"], dtype=object).astype(str)
     return dataset, styles
 
@@ -557,7 +562,7 @@ def _headline(evaluation: dict, arena: dict) -> dict[str, Any]:
     }
 
 
-def _compare(primary: str, main: dict, others: dict) -> dict[str, Any]:
+def _compare(primary: str, main: dict, others: dict, out: Path, n_boot: int) -> dict[str, Any]:
     """Per encoder the held-out headline numbers, and which encoder wins each."""
     encoders = {primary: main, **{k: v["headline"] for k, v in others.items()}}
     keys = {
@@ -574,7 +579,64 @@ def _compare(primary: str, main: dict, others: dict) -> dict[str, Any]:
     for k in keys:
         vals = {n: v[k] for n, v in table.items() if v[k] is not None and np.isfinite(v[k])}
         winners[k] = max(vals, key=vals.get) if vals else None
-    return {"metrics": table, "best": winners, "timings_s": {k: v["timings_s"] for k, v in others.items()}}
+    differences = {
+        name: _paired_difference(out / "predictions.csv", out / "compare" / name / "predictions.csv", n_boot)
+        for name in others
+    }
+    return {
+        "metrics": table,
+        "best": winners,
+        "paired_difference_vs_" + primary: differences,
+        "timings_s": {k: v["timings_s"] for k, v in others.items()},
+    }
+
+
+def _paired_difference(primary_csv: Path, other_csv: Path, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Spearman(other) - Spearman(primary) on the same songs, with a paired bootstrap 95% interval
+    (songs resampled once for both encoders), per group (test songs, held-out styles) and for the
+    mean over the aesthetic tasks and each popularity task."""
+
+    def read(path: Path) -> dict[str, dict[str, str]]:
+        with path.open(newline="") as f:
+            return {r["id"]: r for r in csv.DictReader(f)}
+
+    a, b = read(primary_csv), read(other_csv)
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for group in ("test", "heldout_style"):
+        ids = sorted(i for i in a if i in b and a[i]["group"] == group == b[i]["group"])
+        if len(ids) < 5:
+            continue
+        boot = rng.integers(0, len(ids), (n_boot, len(ids)))
+        result: dict[str, Any] = {"n": len(ids)}
+        for name, tasks in (("aesthetic_mean", AESTHETIC_TASKS), *((t, (t,)) for t in POPULARITY_TASKS)):
+            diffs = []
+            for rows in (np.arange(len(ids))[None, :], boot):
+                per_task = []
+                for t in tasks:
+                    y = np.array([float(a[i][f"true_{t}"]) for i in ids])
+                    pa = np.array([float(a[i][f"pred_{t}"]) for i in ids])
+                    pb = np.array([float(b[i][f"pred_{t}"]) for i in ids])
+                    per_task.append(
+                        _rowwise_spearman(y[rows], pb[rows]) - _rowwise_spearman(y[rows], pa[rows])
+                    )
+                diffs.append(np.mean(per_task, axis=0))
+            lo, hi = np.nanquantile(diffs[1], [0.025, 0.975])
+            result[name] = {"difference": float(diffs[0][0]), "ci": [float(lo), float(hi)]}
+        out[group] = result
+    return out
+
+
+def _rowwise_spearman(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Spearman per row of [R, n] arrays (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    ry, rp = rankdata(y, axis=1), rankdata(p, axis=1)
+    ry -= ry.mean(axis=1, keepdims=True)
+    rp -= rp.mean(axis=1, keepdims=True)
+    denom = np.sqrt((ry**2).sum(axis=1) * (rp**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ry * rp).sum(axis=1) / denom
 
 
 def _write_json(path: Path, obj: Any) -> None:

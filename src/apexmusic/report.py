@@ -250,7 +250,28 @@ def _encoder_section(summary: dict) -> str:
     keys = list(next(iter(metrics.values())))
     rows = [[name, *[_num(v[k]) for k in keys]] for name, v in metrics.items()]
     rows.append(["best", *[html.escape(str(comp["best"].get(k))) for k in keys]])
-    return "<h2>Encoder comparison</h2>" + _table(["encoder", *keys], rows, escape_cells=False)
+    page = "<h2>Encoder comparison</h2>" + _table(["encoder", *keys], rows, escape_cells=False)
+    paired = next((v for k, v in comp.items() if k.startswith("paired_difference_vs_")), {})
+    diff_rows = []
+    for name, groups in paired.items():
+        for group, result in groups.items():
+            for metric, d in result.items():
+                if isinstance(d, dict):
+                    diff_rows.append(
+                        [
+                            f"{name} · {group} · {metric}",
+                            _num(d["difference"]),
+                            f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]",
+                            str(result["n"]),
+                        ]
+                    )
+    if diff_rows:
+        page += (
+            "<p>Spearman difference (other encoder minus the demo's encoder) on the same songs, with a "
+            "paired bootstrap 95% interval: an interval that excludes 0 is a real difference on this "
+            "corpus.</p>" + _table(["encoder · songs · metric", "difference", "95% CI", "n"], diff_rows)
+        )
+    return page
 
 
 def _data_section(summary: dict) -> str:
