@@ -9,7 +9,7 @@ Weights: the real-size MERT-v1-95M architecture with seeded random weights (timi
 depend on weight values). Files: the real songs in ../shared/data/real-audio (``--quick``: the
 two shortest). Every row reports audio seconds per wall second (x real time) for the same
 songs; "model FLOP/s" counts the useful model FLOPs of that audio (``model_flops_per_second``)
-and "of peak" divides them by the bf16 matmul peak measured in this run.
+and "of peak" divides them by the bf16 matmul peak measured in this run (best of start and end).
 
 Rows:
   reference loop   HubertModel, fp32, one zero-padded 30 s segment per forward (as published);
@@ -455,6 +455,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    # On a shared machine the achievable peak drifts: take the best of a start and an end measurement.
+    peak = max(peak, measure_bf16_peak())
+    for r in rows:
+        if r["gflops"] is not None:
+            r["of_peak"] = r["gflops"] / peak
     ref = rows[0]["x_realtime"]
     bare = rows[2]["x_realtime"]
     ours = rows[3]["x_realtime"]
@@ -464,7 +469,7 @@ def main() -> None:
         p = "" if r["of_peak"] is None else f"{100 * r['of_peak']:.0f} %"
         print(f"| {r['row']} | {r['x_realtime']:.2f} | {g} | {p} | {r['note']} |")
     print(
-        f"\nbf16 matmul peak measured in this run: {peak:.0f} GFLOP/s; "
+        f"\nbf16 matmul peak measured in this run (best of start and end): {peak:.0f} GFLOP/s; "
         f"model cost {flops / 1e9:.1f} GFLOP per audio second (30 s segments)"
     )
     print("\n| stage (our pipeline) | seconds |\n|---|---:|")
