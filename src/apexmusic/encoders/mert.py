@@ -431,7 +431,7 @@ class MertEncoder:
     ) -> None:
         import torch
 
-        from apexmusic.encoders.mert_fast import FastMert, hop_length, receptive_field
+        from apexmusic.encoders.mert_fast import FastMert, receptive_field
 
         if compat not in (None, "reference"):
             raise ConfigError(f"unknown compat mode {compat!r}; the only one is 'reference'")
@@ -451,10 +451,9 @@ class MertEncoder:
             )
         self.fast = fast
         self.min_samples = receptive_field(arch.conv_kernel, arch.conv_stride)
-        self.hop = hop_length(arch.conv_stride)
-        # Batch widths are rounded up to this many samples: the conv hop, or 5 s when compiled so
-        # that few distinct shapes reach torch.compile / CUDA graphs (padding stays masked out).
-        self.width_quantum = 5 * self.sample_rate if compile else self.hop
+        # A batch is trimmed to its longest row (so a lone row needs no attention mask), rounded
+        # up to 5 s when compiled so that few distinct shapes reach torch.compile / CUDA graphs.
+        self.width_quantum = 5 * self.sample_rate if compile else 1
         on_gpu = self.device.startswith("cuda")
         # CPU: one 30 s segment per forward already gives 2249-row matmuls; more only costs memory.
         self.batch_samples = int((batch_seconds or (1920.0 if on_gpu else 30.0)) * self.sample_rate)
