@@ -202,3 +202,30 @@ def test_an_interrupted_run_keeps_finished_songs_and_resume_completes_it(tmp_pat
     assert (report.n_done, report.n_skipped) == (2, 2)
     ids = [r["id"] for r in store.iter_rows(columns=["id"])]
     assert sorted(ids) == sorted(s.id for s in songs)
+
+
+def test_a_killed_decoder_process_costs_one_song_and_is_replaced(tmp_path):
+    import os
+    import signal
+
+    from apexmusic.embed import _WorkerPool
+
+    long_song = write_audio(tmp_path / "long.wav", music_like(1200.0, 8000), 8000)
+    short_song = write_audio(tmp_path / "short.wav", music_like(2.0, 8000), 8000)
+    segment = SegmentConfig(segment_seconds=30.0)
+    pool = _WorkerPool(1, 8000, segment, queue_size=4, timeout_s=600)
+    resolved: dict[int, tuple] = {}
+    try:
+        pool.submit([(0, str(long_song), None)])
+        killed = False
+        for message in pool.messages(lambda: len(resolved) >= 2):
+            if message[0] == "seg" and message[1] == 0 and not killed:
+                os.kill(pool.workers[0].proc.pid, signal.SIGKILL)  # the decoder dies mid-song
+                killed = True
+                pool.submit([(1, str(short_song), None)])
+            elif message[0] in ("end", "fail"):
+                resolved[message[1]] = message
+    finally:
+        pool.close()
+    assert resolved[0][:3] == ("fail", 0, "decode") and "died" in resolved[0][3]
+    assert resolved[1][0] == "end" and resolved[1][2] == 1  # the replacement decoded the next song

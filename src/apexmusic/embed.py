@@ -349,102 +349,177 @@ def _decode_song(
         yield ("fail", idx, "decode", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
-def _worker_main(tasks, results, sample_rate: int, segment: SegmentConfig, log_level: int) -> None:
-    """Decoder process: take (idx, path, sha) tasks until None; stream messages to ``results``."""
+def _worker_main(conn, sample_rate: int, segment: SegmentConfig, log_level: int) -> None:
+    """Decoder process: receive (idx, path, sha) tasks on ``conn`` until None; send messages back.
+
+    Each worker has its own pipe, so a worker that crashes mid-message can corrupt or lock
+    nothing shared (a shared ``multiprocessing.Queue`` would be left locked or half-written).
+    """
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    pid = os.getpid()
     while True:
-        task = tasks.get()
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
         if task is None:
             return
         idx, path, sha = task
-        results.put(("start", idx, pid))
-        for message in _decode_song(idx, path, sha, sample_rate, segment):
-            results.put(message)
+        try:
+            for message in _decode_song(idx, path, sha, sample_rate, segment):
+                conn.send(message)  # blocks while the main process is behind: back-pressure
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Any
+    task: tuple[int, float] | None = None  # (song idx, start time) while decoding
 
 
 class _WorkerPool:
-    """Decoder processes feeding one bounded queue; replaces processes that crash or hang."""
+    """Decoder processes, one pipe each, drained by a pump thread into one bounded queue.
+
+    The pump thread hands out tasks, forwards messages, and replaces a process that dies or
+    hangs (its song becomes a ``fail`` message). Memory is bounded by ``queue_size`` messages
+    plus one in flight per worker.
+    """
 
     def __init__(self, n: int, sample_rate: int, segment: SegmentConfig, queue_size: int, timeout_s: float):
         import multiprocessing as mp
+        import threading
 
         self.ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
-        self.tasks = self.ctx.Queue()
-        self.results = self.ctx.Queue(maxsize=queue_size)
-        self.args = (
-            self.tasks,
-            self.results,
-            sample_rate,
-            segment,
-            logging.getLogger("apexmusic").getEffectiveLevel(),
-        )
+        self.args = (sample_rate, segment, logging.getLogger("apexmusic").getEffectiveLevel())
         self.timeout_s = timeout_s
-        self.procs = [self._spawn() for _ in range(n)]
+        self.inbox: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.pending: list[tuple[int, str, str | None]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
         self.idle_deaths = 0
-        self.current: dict[int, tuple[int, float]] = {}  # pid -> (song idx, start time)
+        self.workers = [self._spawn() for _ in range(n)]
+        self.thread = threading.Thread(target=self._pump, name="apexmusic-decoders", daemon=True)
+        self.thread.start()
 
-    def _spawn(self):
-        proc = self.ctx.Process(target=_worker_main, args=self.args, daemon=True)
+    def _spawn(self) -> _Worker:
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_worker_main, args=(child, *self.args), daemon=True)
         proc.start()
-        return proc
+        child.close()  # only the worker holds its end: its death reads as EOF here
+        return _Worker(proc, parent)
 
     def submit(self, tasks: list[tuple[int, str, str | None]]) -> None:
-        for task in tasks:
-            self.tasks.put(task)
+        with self.lock:
+            self.pending.extend(reversed(tasks))
 
     def messages(self, is_finished: Callable[[], bool]) -> Iterator[tuple]:
         while not is_finished():
             try:
-                message = self.results.get(timeout=0.2)
+                message = self.inbox.get(timeout=0.2)
             except queue.Empty:
                 yield ("idle",)
-                yield from self._check_workers()
                 continue
-            if message[0] == "start":
-                self.current[message[2]] = (message[1], time.monotonic())
-            elif message[0] in ("end", "fail"):
-                self.current = {p: v for p, v in self.current.items() if v[0] != message[1]}
+            if message[0] == "fatal":
+                raise ConfigError(message[1])
             yield message
 
-    def _check_workers(self) -> Iterator[tuple]:
-        now = time.monotonic()
-        for i, proc in enumerate(self.procs):
-            busy = self.current.get(proc.pid)
-            hung = busy is not None and now - busy[1] > self.timeout_s
-            if proc.is_alive() and not hung:
+    # ---- pump thread ----------------------------------------------------------------------
+    def _pump(self) -> None:
+        try:
+            self._pump_loop()
+        except Exception as exc:  # never leave the main thread waiting on a dead pump
+            log.exception("decoder pump failed")
+            self._put(("fatal", f"decoder pump failed: {type(exc).__name__}: {exc}"))
+
+    def _pump_loop(self) -> None:
+        from multiprocessing.connection import wait
+
+        while not self.stop.is_set():
+            self._dispatch()
+            by_conn = {w.conn: w for w in self.workers}
+            for conn in wait(list(by_conn), timeout=0.2):
+                worker = by_conn[conn]
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError, ValueError):  # died (maybe mid-message)
+                    self._replace(worker, f"decoder process died (exit code {self._exit_code(worker)})")
+                    continue
+                if message[0] in ("end", "fail"):
+                    worker.task = None
+                self._put(message)
+            self._check_health()
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if worker.task is not None:
                 continue
-            if hung:
-                proc.kill()
-                proc.join(5)
-            message = (
-                f"decoding took over {self.timeout_s:.0f} s; decoder stopped"
-                if hung
-                else f"decoder process died (exit code {proc.exitcode})"
-            )
-            self.current.pop(proc.pid, None)
-            if busy is not None:
-                yield ("fail", busy[0], "decode", message)
-            else:
-                self.idle_deaths += 1
-                if self.idle_deaths > 2 * len(self.procs):
-                    raise ConfigError(
-                        f"decoder processes keep dying before any work ({message}); try --workers 0"
-                    )
-            log.warning("%s; starting a new decoder process", message)
-            self.procs[i] = self._spawn()
+            with self.lock:
+                if not self.pending:
+                    return
+                task = self.pending.pop()
+            worker.task = (task[0], time.monotonic())
+            try:
+                worker.conn.send(task)
+            except (BrokenPipeError, OSError):
+                self._replace(worker, "decoder process died before starting")
+
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers):
+            if worker.task is not None and now - worker.task[1] > self.timeout_s:
+                worker.proc.kill()
+                worker.proc.join(5)
+                self._replace(worker, f"decoding took over {self.timeout_s:.0f} s; decoder stopped")
+            elif not worker.proc.is_alive() and not worker.conn.poll():
+                self._replace(worker, f"decoder process died (exit code {self._exit_code(worker)})")
+
+    @staticmethod
+    def _exit_code(worker: _Worker) -> int | None:
+        worker.proc.join(1)
+        return worker.proc.exitcode
+
+    def _replace(self, worker: _Worker, reason: str) -> None:
+        if worker.proc.is_alive():
+            worker.proc.kill()
+            worker.proc.join(5)
+        worker.conn.close()
+        if worker.task is not None:
+            self._put(("fail", worker.task[0], "decode", reason))
+        else:
+            self.idle_deaths += 1
+            if self.idle_deaths > 2 * len(self.workers):
+                self._put(
+                    ("fatal", f"decoder processes keep dying before any work ({reason}); try --workers 0")
+                )
+                self.stop.set()
+                return
+        log.warning("%s; starting a new decoder process", reason)
+        self.workers[self.workers.index(worker)] = self._spawn()
+
+    def _put(self, message: tuple) -> None:
+        while not self.stop.is_set():
+            try:
+                self.inbox.put(message, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def close(self) -> None:
-        for _ in self.procs:
-            self.tasks.put(None)
+        self.stop.set()
+        self.thread.join(10)
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
         deadline = time.monotonic() + 5
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(1)
-        self.results.cancel_join_thread()
-        self.tasks.cancel_join_thread()
+        for worker in self.workers:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+            if worker.proc.is_alive():
+                worker.proc.kill()
+                worker.proc.join(1)
+            worker.conn.close()
 
 
 def _spawn_can_start() -> bool:
