@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from apexmusic.errors import ConfigError
+from apexmusic.errors import ConfigError, StoreError
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,13 @@ def _embed(
     def on_progress(p) -> None:
         progress(stage, p.done + p.failed, p.total)
 
-    report = embed_inputs(
-        songs, store_dir, EmbedConfig(encoder=encoder, weights=weights, resume=True), on_progress=on_progress
-    )
+    embed_config = EmbedConfig(encoder=encoder, weights=weights, resume=True)
+    try:
+        report = embed_inputs(songs, store_dir, embed_config, on_progress=on_progress)
+    except StoreError as exc:  # the demo's own cache, made with other encoder settings: redo it
+        log.warning("re-embedding %s: %s", store_dir, exc)
+        shutil.rmtree(store_dir)
+        report = embed_inputs(songs, store_dir, embed_config, on_progress=on_progress)
     progress(stage, len(songs), len(songs))
     if report.n_failed:
         raise ConfigError(f"{report.n_failed} simulated songs failed to embed: {report.failures[:3]}")
