@@ -48,7 +48,9 @@ def eval_dir(tmp_path):
         rec.update({f"{t}_a": float(a[k]) for k, t in enumerate(ALL_TASKS)})
         rec.update({f"{t}_b": float(b[k]) for k, t in enumerate(ALL_TASKS)})
         records.append(rec)
-    arena = evaluate_arena(battles_from_records(records), EvalConfig(n_bootstrap=100, folds=5))
+    arena = evaluate_arena(
+        battles_from_records(records), EvalConfig(n_bootstrap=100, folds=5, gb_max_iter=20)
+    )
     write_json(arena, tmp_path / "arena_metrics.json")
     return tmp_path, evaluation
 
