@@ -109,7 +109,7 @@ def _add_embed(sub):
     p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
     p.add_argument("--workers", type=int, default=None, help="decoder processes (0: decode in-process)")
     p.add_argument(
-        "--max-seconds", type=float, default=3600.0, help="fail songs longer than this (default 3600)"
+        "--max-seconds", type=float, default=3600.0, help="fail longer songs (default 3600; 0: no limit)"
     )
     p.set_defaults(handler=_cmd_embed)
 
