@@ -24,7 +24,8 @@ def eval_dir(tmp_path):
     n = 80
     y = np.column_stack([rng.uniform(0, 100, (n, 2)), rng.uniform(1, 5, (n, 5))])
     pred = y + rng.normal(0, 1, y.shape) * np.array([20, 20, 1, 1, 1, 1, 1])
-    evaluation = evaluate_predictions([f"s{i}" for i in range(n)], y, pred, ALL_TASKS, n_boot=100)
+    platforms = np.array(["suno", "udio"] * (n // 2), dtype=object)
+    evaluation = evaluate_predictions([f"s{i}" for i in range(n)], y, pred, ALL_TASKS, platforms, n_boot=100)
     write_evaluation(evaluation, tmp_path)
     with (tmp_path / "train_log.jsonl").open("w") as f:
         for epoch in range(1, 6):
@@ -69,6 +70,9 @@ def test_report_of_an_evaluation_folder(eval_dir):
     for task in ALL_TASKS:  # the table shows the numbers of metrics.json
         assert f"{evaluation.metrics[task]['spearman']:.3f}" in page
     assert "<h2>Training curves</h2>" in page and "<h2>Arena: pairwise preferences</h2>" in page
+    assert "<h2>Spearman per platform</h2>" in page and "udio (n=40)" in page
+    udio = evaluation.per_platform["score_streams"]["udio"]["spearman"]
+    assert f"{udio:.3f}" in page
 
 
 def test_report_cli_writes_next_to_the_folder(eval_dir, capsys):

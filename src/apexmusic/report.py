@@ -84,6 +84,7 @@ def _sections(source: Path) -> list[str]:
         metrics_file = _first(source, ["metrics.json", "eval/metrics.json"])
         if metrics_file:
             parts.append(_metric_bars_section(_read_json(metrics_file), metrics_file.parent.name))
+            parts.append(_per_platform_section(_read_json(metrics_file.parent / "per_platform.json")))
     logs = sorted(source.glob("logs/*.jsonl")) + sorted(source.glob("*.jsonl"))
     logs = [p for p in logs if _is_training_log(p)]
     if logs:
@@ -300,7 +301,7 @@ def _meaning_section() -> str:
     return (
         "<h2>What these numbers mean — and do not</h2><ul>"
         "<li>They show that audio → embeddings → multi-task head → evaluation → arena runs end to end "
-        "and that the head learns audible quality from a weight-free encoder on held-out songs.</li>"
+        "and that the head learns audible quality from the encoder's embeddings on held-out songs.</li>"
         "<li>The simulator makes quality audible by construction (noise, clipping, off-key notes, "
         "glitches, incoherent sections); real generated music is far subtler, so real-data "
         "correlations will be lower.</li>"
@@ -364,6 +365,22 @@ def _metric_bars_section(metrics: dict, name: str) -> str:
         + _table(["task", "Spearman", "Pearson", "MAE", "R²", "n"], rows)
         + _img(_bars_with_ci(groups, "spearman", tasks=tuple(metrics)))
     )
+
+
+def _per_platform_section(per_platform: dict) -> str:
+    if not per_platform:
+        return ""
+    platforms = sorted({p for by_task in per_platform.values() for p in by_task})
+    rows = []
+    for task, by_platform in per_platform.items():
+        label = TASKS[task].label if task in TASKS else task
+        rows.append([label, *[_num(by_platform.get(p, {}).get("spearman")) for p in platforms]])
+    header = ["task", *[f"{p} (n={_platform_n(per_platform, p)})" for p in platforms]]
+    return "<h2>Spearman per platform</h2>" + _table(header, rows)
+
+
+def _platform_n(per_platform: dict, platform: str) -> int:
+    return max(int(by.get(platform, {}).get("n", 0)) for by in per_platform.values())
 
 
 def _training_section(logs: list[Path]) -> str:
