@@ -7,8 +7,9 @@ How ``embed_inputs`` runs (the local engine):
    SHA-256 was already claimed by another song is not decoded again -- that song gets a copy
    of the first one's vectors (``EmbedReport.n_cached``).
 2. Decoder worker processes (``workers``; 0 decodes in-process) stream each song's segments
-   into one bounded queue, so decoding overlaps the encoder and memory stays bounded by
-   the queue (a few batches of segments) whatever the song lengths.
+   through their own pipe; a pump thread forwards them into one bounded queue, so decoding
+   overlaps the encoder and memory stays bounded by the queue (a few batches of segments)
+   whatever the song lengths. A decoder that crashes or hangs is replaced; its song fails.
 3. The main process gathers segments *across songs* into batches of ``batch_size``, full
    segments and last (shorter) segments in separate batches so a batch is trimmed to its
    longest row, and runs the encoder on each batch.
@@ -16,7 +17,8 @@ How ``embed_inputs`` runs (the local engine):
    segment vectors weighted by valid seconds (a plain mean in reference compat) and the
    song joins the write buffer, which becomes one atomic Parquet shard every
    ``shard_songs`` songs (and every two minutes), so an interrupted run loses at most the
-   buffer and ``--resume`` redoes exactly the songs not in a shard.
+   buffer (which is still written on Ctrl-C) and ``--resume`` redoes exactly the songs not
+   in a shard.
 5. A song that fails anywhere (decode, content, encoder, a decoder process that crashed or
    hung) becomes one ``failures.jsonl`` line; the other songs carry on.
 
