@@ -320,3 +320,15 @@ def test_hidden_factors_move_the_handcrafted_encoder_features(dim):
     for feature, sign in ENCODER_VIEW[dim]:
         k = FEATURE_NAMES.index(feature)
         assert sign * (means[1][k] - means[0][k]) > 0, (dim, feature, means[0][k], means[1][k])
+
+
+def test_rating_calibration_recovers_real_moments_from_a_bad_start(shared_data):
+    from dataclasses import replace
+
+    real = labels.rating_stats(labels.read_songeval(shared_data / "songeval" / "ratings.jsonl"))
+    shipped = labels.RatingModel()
+    bad = replace(shipped, centre=(3.0,) * 5, spread=0.9, mood_sd=0.5, noise_sd=0.6)
+    fitted = labels.fit_rating_model(real, start=bad, max_iter=150)
+    assert labels.rating_fit_loss(fitted, real) < 0.25 * labels.rating_fit_loss(bad, real)
+    # the shipped constants are (close to) an optimum of the same loss
+    assert labels.rating_fit_loss(shipped, real) <= labels.rating_fit_loss(fitted, real) + 0.01

@@ -28,8 +28,8 @@ class RatingModel:
     """rating = centre_d + spread·z_d + rater bias + rater-song mood + noise, then rounded
     to the 1-5 scale (mostly whole points, occasionally a half point, as SongEval raters do)."""
 
-    # Fitted by Nelder-Mead on the moments of ``rating_stats`` against the real SongEval file
-    # (2,399 songs), simulating 4,000 songs with the style mix of ``STYLES``.
+    # ``fit_rating_model(rating_stats(read_songeval(...)))`` on the real SongEval file (2,399
+    # songs): Nelder-Mead on the moments, simulating 4,000 songs with the style mix of ``STYLES``.
     centre: tuple[float, float, float, float, float] = (3.372, 2.985, 3.112, 3.133, 3.039)
     spread: float = 1.325
     rho: float = 0.993  # correlation of the latent quality across dimensions
@@ -157,6 +157,53 @@ def rating_stats(ratings: np.ndarray) -> dict[str, list[float] | float]:
         "corr_rating": float(np.corrcoef(flat.T)[off].mean()),
         "half_step_share": float(np.mean(ratings % 1 != 0)),
     }
+
+
+_FIT_MOMENTS = ("mean", "sd_song_mean", "sd_rating", "sd_within_song")
+
+
+def rating_fit_loss(model: RatingModel, target: dict, n_songs: int = 4000, seed: int = 1) -> float:
+    """Squared moment mismatch between ``model``'s simulated ratings and ``target`` (a
+    ``rating_stats`` dict); correlations weigh 50x (they live on a much smaller scale)."""
+    from apexmusic.synth.styles import STYLES
+
+    rng = np.random.default_rng(seed)  # common random numbers: a smooth loss for the optimiser
+    index = rng.integers(0, len(STYLES), n_songs)
+    shift = np.array([[s.quality + b for b in s.dim_bias] for s in STYLES])[index]
+    ratings, _ = simulate_ratings(draw_latents(shift, rng, model.rho), rng, model)
+    sim = rating_stats(ratings)
+    loss = sum(float(np.sum((np.array(sim[k]) - np.array(target[k])) ** 2)) for k in _FIT_MOMENTS)
+    return loss + 50 * sum((sim[k] - target[k]) ** 2 for k in ("corr_song_mean", "corr_rating"))
+
+
+def fit_rating_model(target: dict, start: RatingModel = RatingModel(), max_iter: int = 600) -> RatingModel:
+    """Fit centres, spread, rho and the three rater-noise scales to real rating statistics by
+    Nelder-Mead (how the ``RatingModel`` defaults were obtained from the SongEval file)."""
+    from dataclasses import replace
+
+    from scipy.optimize import minimize
+
+    def unpack(x: np.ndarray) -> RatingModel:
+        return replace(
+            start,
+            centre=tuple(float(v) for v in x[:5]),
+            spread=float(x[5]),
+            rho=float(np.clip(x[6], 0.0, 0.999)),
+            rater_bias_sd=abs(float(x[7])),
+            mood_sd=abs(float(x[8])),
+            noise_sd=abs(float(x[9])),
+        )
+
+    x0 = np.array(
+        [*start.centre, start.spread, start.rho, start.rater_bias_sd, start.mood_sd, start.noise_sd]
+    )
+    result = minimize(
+        lambda x: rating_fit_loss(unpack(x), target),
+        x0,
+        method="Nelder-Mead",
+        options={"maxiter": max_iter, "xatol": 1e-3, "fatol": 1e-6},
+    )
+    return unpack(result.x)
 
 
 def popularity_stats(plays: np.ndarray, likes: np.ndarray) -> dict[str, list[float] | float]:
