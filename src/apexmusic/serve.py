@@ -329,13 +329,13 @@ def create_app(
             except ApexError as exc:  # name the upload, never the server's temp path
                 message = str(exc)
                 for upload, path in zip(uploads, paths, strict=True):
-                    message = message.replace(str(path), upload.filename or "upload")
+                    message = message.replace(str(path), _upload_name(upload))
                 raise type(exc)(message) from None
             finally:
                 for p in paths:
                     p.unlink(missing_ok=True)
         for pred, upload in zip(preds, uploads, strict=True):
-            pred.path = upload.filename or ""  # the client's name, never the server's temp path
+            pred.path = _upload_name(upload)  # the client's file name, never the server's temp path
         return preds
 
     return app
@@ -348,7 +348,7 @@ def _check_content_type(upload: Any) -> None:
     generic = ("", "application/octet-stream", "application/ogg", "binary/octet-stream")
     if ctype in generic or ctype.startswith(("audio/", "video/")):
         return
-    raise AudioDecodeError(f"{upload.filename or 'upload'}: content type {ctype!r} is not audio")
+    raise AudioDecodeError(f"{_upload_name(upload)}: content type {ctype!r} is not audio")
 
 
 def _spool(upload: Any, folder: Path) -> Path:
@@ -360,6 +360,11 @@ def _spool(upload: Any, folder: Path) -> Path:
         upload.file.seek(0)
         shutil.copyfileobj(upload.file, out, _COPY_CHUNK)
     return Path(name)
+
+
+def _upload_name(upload: Any) -> str:
+    """The client's file name without any folder part: a request never echoes back paths."""
+    return Path(upload.filename or "upload").name or "upload"
 
 
 def _song_id(filename: str | None) -> str:
