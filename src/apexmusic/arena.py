@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from apexmusic.errors import ConfigError, DataError, InputError, ModelLoadError
+from apexmusic.sources import read_rows
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
 
 log = logging.getLogger(__name__)
@@ -236,24 +237,16 @@ def _read_records(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     suffix = path.suffix.lower()
-    try:
-        if suffix in {".csv", ".tsv"}:
-            with path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
-                return [json.loads(line) for line in f if line.strip()]
-        if suffix == ".json":
+    if suffix in {".csv", ".tsv", ".jsonl", ".parquet"}:
+        return read_rows(path)
+    if suffix == ".json":
+        try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                data = data.get("battles", [data])
-            return list(data)
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from exc
+        if isinstance(data, dict):
+            data = data.get("battles", [data])
+        return list(data)
     raise InputError(f"unsupported battles file type {path.suffix!r} (use .csv, .json, .jsonl, .parquet)")
 
 

@@ -15,14 +15,28 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apexmusic.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".webm", ".aif",
-     ".aiff", ".wma"}
+    {
+        ".wav",
+        ".flac",
+        ".mp3",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".aac",
+        ".mp4",
+        ".webm",
+        ".aif",
+        ".aiff",
+        ".wma",
+    }
 )
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".parquet"})
 
@@ -64,9 +78,7 @@ def _expand(item: str) -> list[Song]:
 
 
 def _from_folder(folder: Path) -> list[Song]:
-    files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir()
-    )
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
     return [Song(_rel_id(p, folder), str(p)) for p in files]
 
 
@@ -94,7 +106,7 @@ def read_manifest(path: str | Path) -> list[Song]:
     Relative paths are resolved against the manifest's folder.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_rows(path, what="manifest")
     songs = []
     for i, row in enumerate(rows):
         if "path" not in row or row["path"] in (None, ""):
@@ -107,12 +119,15 @@ def read_manifest(path: str | Path) -> list[Song]:
     return songs
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: str | Path, what: str = "") -> list[dict[str, Any]]:
+    """Rows of a CSV / TSV / JSONL table as dicts (CSV cells stay strings); any other suffix is
+    read as Parquet. A file that cannot be read is an InputError naming ``what`` it is."""
+    path = Path(path)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
+        if suffix in {".csv", ".tsv"}:
             with path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f))
+                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
         if suffix == ".jsonl":
             with path.open(encoding="utf-8") as f:
                 return [json.loads(line) for line in f if line.strip()]
@@ -120,7 +135,7 @@ def _read_rows(path: Path) -> list[dict]:
 
         return pq.read_table(path).to_pylist()
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read manifest {path}: {exc}") from exc
+        raise InputError(f"cannot read {what + ' ' if what else ''}{path}: {exc}") from exc
 
 
 def _check_unique(songs: list[Song]) -> list[Song]:
