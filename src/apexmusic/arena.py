@@ -827,7 +827,7 @@ def evaluate_arena(
 
 
 def write_json(obj: dict, path: str | Path) -> None:
-    """JSON with nan → null (strict JSON) and numpy scalars as Python numbers."""
+    """JSON with nan → null (strict JSON), numpy scalars / arrays as numbers / lists, paths as text."""
     Path(path).write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
@@ -840,6 +840,8 @@ def _jsonable(obj):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if isinstance(obj, Path):
+        return str(obj)
     return obj
 
 

@@ -22,7 +22,6 @@ to a corpus of hundreds of songs instead of 211,000 (batch 512 would be one step
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import shutil
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.arena import write_json
 from apexmusic.errors import ConfigError, StoreError
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
 
@@ -135,7 +135,7 @@ def run_demo(
         summary["encoder_comparison"] = _compare(
             config.encoder, main.headline, comparison, out, config.n_boot
         )
-    _write_json(out / "summary.json", summary)
+    write_json(summary, out / "summary.json")
     t0 = time.perf_counter()
     progress("report", 0, 1)
     from apexmusic.report import write_report
@@ -143,7 +143,7 @@ def run_demo(
     write_report(out, out / "report.html")
     progress("report", 1, 1)
     summary["timings_s"]["report"] = round(time.perf_counter() - t0, 2)
-    _write_json(out / "summary.json", summary)
+    write_json(summary, out / "summary.json")
     return summary
 
 
@@ -394,8 +394,12 @@ def _evaluate(out: Path, corpus, config, ds_in, ds_held, styles_in, styles_held,
     }
 
 
-def _truth_table(corpus) -> dict[str, dict[str, float]]:
-    with corpus.truth_path.open(newline="") as f:
+def _truth_table(corpus) -> dict[str, dict[str, str]]:
+    return _rows_by_id(corpus.truth_path)
+
+
+def _rows_by_id(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as f:
         return {r["id"]: r for r in csv.DictReader(f)}
 
 
@@ -462,7 +466,6 @@ def _arena(out: Path, corpus, config: DemoConfig, ds_held, model) -> dict[str, A
         attach_scores,
         evaluate_arena,
         load_battles,
-        write_json,
     )
     from apexmusic.train import predict_dataset
 
@@ -599,12 +602,7 @@ def _paired_difference(primary_csv: Path, other_csv: Path, n_boot: int, seed: in
     """Spearman(other) - Spearman(primary) on the same songs, with a paired bootstrap 95% interval
     (songs resampled once for both encoders), per group (test songs, held-out styles) and for the
     mean over the aesthetic tasks and each popularity task."""
-
-    def read(path: Path) -> dict[str, dict[str, str]]:
-        with path.open(newline="") as f:
-            return {r["id"]: r for r in csv.DictReader(f)}
-
-    a, b = read(primary_csv), read(other_csv)
+    a, b = _rows_by_id(primary_csv), _rows_by_id(other_csv)
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for group in ("test", "heldout_style"):
@@ -641,24 +639,6 @@ def _rowwise_spearman(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     denom = np.sqrt((ry**2).sum(axis=1) * (rp**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return (ry * rp).sum(axis=1) / denom
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 __all__ = ["DemoConfig", "run_demo"]
