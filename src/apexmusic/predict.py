@@ -541,6 +541,22 @@ def failures_path(out_file: str | Path) -> Path:
     return out_file.with_name(out_file.name + ".failures.jsonl")
 
 
+def start_predict_run(
+    songs: Sequence[Song], out_file: str | Path, resume: bool, on_progress: Callable[[int], None] | None
+) -> tuple[RowWriter, list[Song], PredictReport]:
+    """Open ``out_file`` for a scoring run: its writer, the songs still to score, and a report that
+    counts (and reports as progress) the songs an earlier run already wrote."""
+    writer = open_writer(out_file, resume=resume)
+    done = writer.done_ids()
+    todo = [s for s in songs if s.id not in done]
+    report = PredictReport(
+        n_skipped=len(songs) - len(todo), out_file=str(out_file), failures_file=str(failures_path(out_file))
+    )
+    if on_progress and report.n_skipped:
+        on_progress(report.n_skipped)
+    return writer, todo, report
+
+
 def predict_inputs(
     songs: Sequence[Song],
     model_dir: str | Path,
@@ -556,14 +572,7 @@ def predict_inputs(
     """
     config = config or PredictConfig()
     started = time.perf_counter()
-    writer = open_writer(out_file, resume=config.resume)
-    done = writer.done_ids()
-    todo = [s for s in songs if s.id not in done]
-    report = PredictReport(
-        n_skipped=len(songs) - len(todo), out_file=str(out_file), failures_file=str(failures_path(out_file))
-    )
-    if on_progress and report.n_skipped:
-        on_progress(report.n_skipped)
+    writer, todo, report = start_predict_run(songs, out_file, config.resume, on_progress)
     if not todo:
         writer.close()
         report.wall_seconds = time.perf_counter() - started
