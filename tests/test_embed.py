@@ -229,3 +229,19 @@ def test_a_killed_decoder_process_costs_one_song_and_is_replaced(tmp_path):
         pool.close()
     assert resolved[0][:3] == ("fail", 0, "decode") and "died" in resolved[0][3]
     assert resolved[1][0] == "end" and resolved[1][2] == 1  # the replacement decoded the next song
+
+
+def test_encoding_inside_decoder_processes_equals_encoding_in_the_main_process(tmp_path):
+    songs = _songs(tmp_path, seconds=(7.0, 3.0, 5.0))
+    config = dict(segment_seconds=2.0)
+    in_main = embed_inputs(songs, tmp_path / "main", EmbedConfig(workers=0, **config))
+    in_workers = embed_inputs(songs, tmp_path / "workers", EmbedConfig(workers=2, **config))
+    assert in_main.n_done == in_workers.n_done == 3
+    a = EmbeddingStore.open(tmp_path / "main").load(with_segments=True)
+    b = EmbeddingStore.open(tmp_path / "workers").load(with_segments=True)
+    assert a.ids == b.ids
+    np.testing.assert_array_equal(a.layers, b.layers)
+    for sa, sb, wa, wb in zip(a.segments, b.segments, a.segment_weights, b.segment_weights, strict=True):
+        np.testing.assert_array_equal(sa, sb)
+        np.testing.assert_array_equal(wa, wb)
+    assert EmbeddingStore.open(tmp_path / "workers").manifest()["last_run"]["workers"] == 2

@@ -103,9 +103,11 @@ class EmbedConfig:
             max_seconds=self.max_seconds,
         )
 
-    def n_workers(self) -> int:
+    def n_workers(self, encode_in_workers: bool = False) -> int:
         if self.workers is not None:
             return self.workers
+        if encode_in_workers:  # the main process only assembles: every core decodes and encodes
+            return max(1, min(32, os.cpu_count() or 2))
         return max(1, min(8, (os.cpu_count() or 2) - 1))  # one decodes ~450x real time
 
 
@@ -351,13 +353,41 @@ def _decode_song(
         yield ("fail", idx, "decode", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
-def _worker_main(conn, sample_rate: int, segment: SegmentConfig, log_level: int) -> None:
+def _encode_song(messages: Iterator[tuple], encoder: Encoder) -> Iterator[tuple]:
+    """Turn a song's ("seg", ...) messages into ("vec", idx, k, vectors [L, D], valid, extras)."""
+    for message in messages:
+        if message[0] != "seg":
+            yield message
+            continue
+        _, idx, k, audio, valid = message
+        try:
+            vectors, extras = encode_batch(encoder, [audio], [valid])
+        except Exception as exc:  # an encoder error costs this song only
+            yield ("fail", idx, "encode", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            return
+        yield ("vec", idx, k, vectors[0], valid, {name: v[0] for name, v in extras.items()})
+
+
+@dataclass
+class _EncoderFactory:
+    """Picklable recipe for the run's encoder, built inside each decoder process."""
+
+    config: EmbedConfig
+
+    def __call__(self) -> Encoder:
+        return build_encoder(self.config)
+
+
+def _worker_main(
+    conn, sample_rate: int, segment: SegmentConfig, log_level: int, encoder_factory: Any = None
+) -> None:
     """Decoder process: receive (idx, path, sha) tasks on ``conn`` until None; send messages back.
 
     Each worker has its own pipe, so a worker that crashes mid-message can corrupt or lock
     nothing shared (a shared ``multiprocessing.Queue`` would be left locked or half-written).
     """
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    encoder = encoder_factory() if encoder_factory is not None else None
     while True:
         try:
             task = conn.recv()
@@ -366,8 +396,11 @@ def _worker_main(conn, sample_rate: int, segment: SegmentConfig, log_level: int)
         if task is None:
             return
         idx, path, sha = task
+        messages = _decode_song(idx, path, sha, sample_rate, segment)
+        if encoder is not None:
+            messages = _encode_song(messages, encoder)
         try:
-            for message in _decode_song(idx, path, sha, sample_rate, segment):
+            for message in messages:
                 conn.send(message)  # blocks while the main process is behind: back-pressure
         except (BrokenPipeError, OSError):
             return
@@ -388,12 +421,21 @@ class _WorkerPool:
     plus one in flight per worker.
     """
 
-    def __init__(self, n: int, sample_rate: int, segment: SegmentConfig, queue_size: int, timeout_s: float):
+    def __init__(
+        self,
+        n: int,
+        sample_rate: int,
+        segment: SegmentConfig,
+        queue_size: int,
+        timeout_s: float,
+        encoder_factory: Any = None,
+    ):
         import multiprocessing as mp
         import threading
 
         self.ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
-        self.args = (sample_rate, segment, logging.getLogger("apexmusic").getEffectiveLevel())
+        level = logging.getLogger("apexmusic").getEffectiveLevel()
+        self.args = (sample_rate, segment, level, encoder_factory)
         self.timeout_s = timeout_s
         self.inbox: queue.Queue = queue.Queue(maxsize=queue_size)
         self.pending: list[tuple[int, str, str | None]] = []
@@ -587,6 +629,7 @@ class _Run:
         self.n_skipped = n_skipped
         self.audio_seconds = 0.0
         self.resolved = 0
+        self.workers_used = 0
 
     # ---- main loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -594,17 +637,31 @@ class _Run:
         self._progress("")
         if not tasks:
             return
-        n_workers = min(self.config.n_workers(), len(tasks))
+        in_workers = bool(getattr(self.encoder, "encode_in_decoder", False))
+        n_workers = min(self.config.n_workers(in_workers), len(tasks))
         if n_workers and not _spawn_can_start():
             log.info("decoding in-process: worker processes cannot re-import __main__ (a script on stdin)")
             n_workers = 0
+        self.workers_used = n_workers
         try:
             if n_workers == 0:
                 self._consume(_in_process_messages(tasks, self.encoder.sample_rate, self.segment))
                 return
             queue_size = max(4, 2 * self.batch_size + 2 * n_workers)
+            factory = _EncoderFactory(self.config) if in_workers else None
+            if in_workers:
+                log.info(
+                    "%d processes decode and encode (%s is light enough to run beside its decoder)",
+                    n_workers,
+                    self.encoder.name,
+                )
             pool = _WorkerPool(
-                n_workers, self.encoder.sample_rate, self.segment, queue_size, self.config.decode_timeout_s
+                n_workers,
+                self.encoder.sample_rate,
+                self.segment,
+                queue_size,
+                self.config.decode_timeout_s,
+                factory,
             )
             try:
                 pool.submit(tasks)
@@ -640,6 +697,8 @@ class _Run:
             kind = message[0]
             if kind == "seg":
                 self._add_segment(*message[1:])
+            elif kind == "vec":
+                self._add_vectors(*message[1:])
             elif kind == "end":
                 self._end_song(*message[1:])
             elif kind == "fail":
@@ -659,6 +718,17 @@ class _Run:
         bucket.append((idx, k, audio, valid))
         if len(bucket) >= self.batch_size:
             self._run_batch(full)
+
+    def _add_vectors(self, idx: int, k: int, vectors: np.ndarray, valid: int, extras: dict) -> None:
+        """A segment a decoder process already encoded (encoders with ``encode_in_decoder``)."""
+        state = self.states.get(idx)
+        if state is None:
+            return
+        if not np.isfinite(vectors).all():
+            self._fail(idx, "content", "the encoder produced non-finite values for this audio")
+            return
+        state.vectors[k], state.valid[k], state.extras[k] = vectors, valid, extras
+        self._maybe_finish(idx)
 
     def _run_batches(self, partial: bool) -> None:
         for full in (True, False):
@@ -850,7 +920,7 @@ def embed_inputs(
             "songs_cached": report.n_cached,
             "audio_seconds": round(report.audio_seconds, 3),
             "wall_seconds": round(wall, 3),
-            "workers": config.n_workers(),
+            "workers": run.workers_used,
             "batch_size": run.batch_size,
             "device": config.device,
             "precision": config.precision,

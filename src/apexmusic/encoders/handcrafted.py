@@ -177,6 +177,9 @@ class HandcraftedEncoder:
     dim = len(FEATURE_NAMES)
     weights_id = "none"
     default_batch_size = 16
+    # numpy on one core, no weights: the pipeline runs it inside each decoder process, so it
+    # scales with --workers instead of queueing behind one main process.
+    encode_in_decoder = True
     feature_names = FEATURE_NAMES
 
     def __init__(self) -> None:
