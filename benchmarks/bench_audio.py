@@ -5,8 +5,9 @@
 Prints, on the seven real songs in ../shared/data/real-audio:
   - decode + mono + resample speed (CPU seconds, so other load on the machine does not count),
   - handcrafted encoder speed on one core,
-  - the whole `embed_inputs` pipeline (handcrafted, 1 decoder process): audio seconds per wall
-    second, against running decode and encoder one after the other in one process,
+  - the whole `embed_inputs` pipeline (handcrafted: each worker process decodes and encodes)
+    with 1 and 2 workers: audio seconds per wall second, against decode then encode in one
+    process,
   - peak RSS (main process and decoder process) for one 10-minute song through the pipeline.
 """
 
@@ -60,12 +61,12 @@ def bench_handcrafted(files: list[Path]) -> tuple[float, float]:
     return audio, cpu
 
 
-def bench_pipeline(files: list[Path], workdir: Path) -> tuple[float, float]:
+def bench_pipeline(files: list[Path], workdir: Path, workers: int) -> tuple[float, float]:
     from apexmusic.embed import EmbedConfig, embed_inputs
     from apexmusic.sources import Song
 
     songs = [Song(p.stem, str(p)) for p in files]
-    report = embed_inputs(songs, workdir / "store", EmbedConfig(workers=1))
+    report = embed_inputs(songs, workdir / f"store-{workers}", EmbedConfig(workers=workers))
     assert report.n_failed == 0
     return report.audio_seconds, report.wall_seconds
 
@@ -148,9 +149,14 @@ def main() -> None:
         rows.append(("handcrafted encoder (109 descriptors)", f"{audio / cpu:.0f}x real time per core"))
         audio, serial_wall = bench_serial(files)
         rows.append(("decode then encode, serial, 1 process", f"{audio / serial_wall:.0f} audio s / wall s"))
-        audio, wall = bench_pipeline(files, workdir)
-        rows.append(("embed_inputs (handcrafted, 1 decoder process)", f"{audio / wall:.0f} audio s / wall s"))
-        rows.append(("  pipeline / serial", f"{serial_wall / wall:.2f}x"))
+        for workers in (1, 2):
+            audio, wall = bench_pipeline(files, workdir, workers)
+            rows.append(
+                (
+                    f"embed_inputs (handcrafted, {workers} worker processes decode + encode)",
+                    f"{audio / wall:.0f} audio s / wall s ({serial_wall / wall:.2f}x serial)",
+                )
+            )
         long_song = workdir / "ten_minutes.mp3"
         make_long_song(long_song, files)
         rss = bench_rss(long_song, workdir)
