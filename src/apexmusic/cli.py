@@ -462,7 +462,7 @@ def _add_predict(sub):
         "With --embeddings STORE, re-score an existing embedding store without touching audio.",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, folders, globs or manifests")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    _add_model_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
     p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
@@ -475,11 +475,16 @@ def _add_predict(sub):
         default=None,
         help="songs per model call and output flush (default 8; 65536 rows with --embeddings)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--weights", help="override the encoder weights named by the model (e.g. a local folder)")
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
     p.add_argument("--max-seconds", type=float, default=None, help="fail songs longer than this")
     p.set_defaults(handler=_cmd_predict)
+
+
+def _add_model_args(p) -> None:
+    """Flags of the commands that load a model directory (predict, compare, serve)."""
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--weights", help="override the encoder weights named by the model (e.g. a local folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
 def _cmd_predict(args) -> int:
@@ -558,9 +563,7 @@ def _add_compare(sub):
     p = sub.add_parser("compare", help="probability that listeners prefer song A over song B")
     p.add_argument("a", metavar="A", help="audio file A")
     p.add_argument("b", metavar="B", help="audio file B")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--weights", help="override the encoder weights named by the model")
+    _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(handler=_cmd_compare)
 
@@ -595,7 +598,7 @@ def _cmd_compare(args) -> int:
 @_command
 def _add_serve(sub):
     p = sub.add_parser("serve", help="HTTP API and web page for scoring uploads")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload per file")
@@ -603,8 +606,6 @@ def _add_serve(sub):
     p.add_argument("--max-concurrency", type=int, default=2, help="songs scored at once")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (then 503)")
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--weights", help="override the encoder weights named by the model")
     p.set_defaults(handler=_cmd_serve)
 
 
