@@ -664,8 +664,12 @@ def _add_arena(sub):
     lb.add_argument("--out", required=True, metavar="DIR")
     lb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     lb.add_argument("--min-votes", type=int, default=30, help="list only systems with this many votes")
-    lb.add_argument("--subset", choices=("all", "instrumental", "vocal"), default="all",
-                    help="battles to use, by is_instrumental")
+    lb.add_argument(
+        "--subset",
+        choices=("all", "instrumental", "vocal"),
+        default="all",
+        help="battles to use, by is_instrumental",
+    )
     lb.add_argument("--scores", metavar="FILE", help="scores file for the predicted leaderboard")
     lb.add_argument("--score-name", metavar="NAME", help="score that ranks the predicted leaderboard")
     lb.add_argument("--seed", type=int, default=0)
@@ -682,8 +686,11 @@ def _load_arena_battles(args):
     for bad in battles.invalid[:5]:
         print(f"skipped battle row {bad['row']} ({bad['id']}): {bad['reason']}", file=sys.stderr)
     if join is not None and join.n_unmatched:
-        print(f"{join.n_unmatched} of {join.n_battles} battles have a side without scores "
-              f"(e.g. {join.unmatched[0]['audio']!r})", file=sys.stderr)
+        print(
+            f"{join.n_unmatched} of {join.n_battles} battles have a side without scores "
+            f"(e.g. {join.unmatched[0]['audio']!r})",
+            file=sys.stderr,
+        )
     return battles, join
 
 
@@ -696,16 +703,19 @@ def _cmd_arena_eval(args) -> int:
     if args.bootstrap < 0 or args.folds < 2:
         raise ConfigError("--bootstrap must be >= 0 and --folds >= 2")
     battles, join = _load_arena_battles(args)
-    config = arena.EvalConfig(n_bootstrap=args.bootstrap, folds=args.folds, seed=args.seed,
-                              by_pair=not args.no_pairs)
+    config = arena.EvalConfig(
+        n_bootstrap=args.bootstrap, folds=args.folds, seed=args.seed, by_pair=not args.no_pairs
+    )
     metrics = arena.evaluate_arena(battles, config, join)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     arena.write_json(metrics, out / "arena_metrics.json")
     arena.plot_rule_accuracy(metrics["rules"], out / "arena_accuracy.png")
     counts = metrics["data"]
-    print(f"{counts['n_battles']} battles ({counts['n_decisive']} decisive, {counts['n_tie']} ties, "
-          f"{counts['n_both_bad']} both bad excluded)")
+    print(
+        f"{counts['n_battles']} battles ({counts['n_decisive']} decisive, {counts['n_tie']} ties, "
+        f"{counts['n_both_bad']} both bad excluded)"
+    )
     for name, r in metrics["rules"].items():
         if r["accuracy"] is None:
             print(f"  rule {name:24s} no battles with scores")
@@ -717,8 +727,10 @@ def _cmd_arena_eval(args) -> int:
         for model in ("logistic_regression", "gradient_boosting"):
             if model in res:
                 m = res[model]
-                print(f"  {model:20s} {set_name:22s} accuracy {m['accuracy_mean']:.3f}±{m['accuracy_sd']:.3f}"
-                      f"  auc {m['auc_mean']:.3f}±{m['auc_sd']:.3f}")
+                print(
+                    f"  {model:20s} {set_name:22s} accuracy {m['accuracy_mean']:.3f}±{m['accuracy_sd']:.3f}"
+                    f"  auc {m['auc_mean']:.3f}±{m['auc_sd']:.3f}"
+                )
     print(f"wrote {out / 'arena_metrics.json'}")
     bad = len(battles.invalid) + (join.n_unmatched if join else 0)
     return EXIT_PARTIAL if bad else EXIT_OK
@@ -772,8 +784,7 @@ def _cmd_arena_leaderboard(args) -> int:
 def _add_demo(sub):
     p = sub.add_parser(
         "demo",
-        help="offline end-to-end run on a simulated corpus (generate, embed, train, evaluate, arena, "
-        "report)",
+        help="offline end-to-end run on a simulated corpus (generate, embed, train, evaluate, arena, report)",
         description="Generate a simulated AI-music corpus (cached), embed it, train the published best "
         "configuration and the popularity-only ablation, evaluate on held-out songs and held-out "
         "styles, run the arena evaluation and write DIR/model, DIR/summary.json and DIR/report.html. "
@@ -805,8 +816,16 @@ def _cmd_demo(args) -> int:
 
     compare = tuple(e for e in (args.compare_encoders or "").split(",") if e)
     extra = {"epochs": args.epochs} if args.epochs else {}
-    config = DemoConfig(n_songs=args.songs, seed=args.seed, encoder=args.encoder, weights=args.weights,
-                        compare_encoders=compare, n_boot=args.bootstrap, workers=args.workers, **extra)
+    config = DemoConfig(
+        n_songs=args.songs,
+        seed=args.seed,
+        encoder=args.encoder,
+        weights=args.weights,
+        compare_encoders=compare,
+        n_boot=args.bootstrap,
+        workers=args.workers,
+        **extra,
+    )
     bars: dict = {}
 
     def progress(stage: str, done: int, total: int | None) -> None:
