@@ -426,9 +426,9 @@ class ScoringModel:
     def layer_weights(self) -> np.ndarray:
         return self.net.mixer.layer_weights().detach().cpu().numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_layers(
-        self, layers: np.ndarray, mc_samples: int = 0, batch_size: int = 8192, seed: int = 0
+        self, layers: np.ndarray, mc_samples: int = 0, batch_size: int = 4096, seed: int = 0
     ) -> dict[str, np.ndarray]:
         """Scores for ``layers`` ``[N, L, D]`` (or ``[N, D]``) in each task's natural range.
 
