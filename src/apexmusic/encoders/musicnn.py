@@ -246,7 +246,9 @@ class FrontEndBranch(nn.Module):
         return finish_pooled(pooled, scale, shift, sign)
 
 
-def finish_pooled(pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor):
+def finish_pooled(
+    pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor
+) -> torch.Tensor:
     """ReLU → batch norm → max over mels, computed from ``max over mels of sign·conv``.
 
     BN is a per-filter affine map a·y + b; with a < 0 the max of BN(ReLU(y)) sits at min(y). The
@@ -790,21 +792,29 @@ def _load(config: MusicnnConfig, weights, device: str, precision: str, **opts: A
     return MusicnnEncoder(config, state, weights_id, device=device, precision=precision, **opts)
 
 
-def load_msd(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+def load_msd(
+    weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
+) -> MusicnnEncoder:
     """musicnn trained on the Million Song Dataset (50 tags). ``weights``: see :func:`resolve_weights`."""
     return _load(MSD_MUSICNN, weights, device, precision, **opts)
 
 
-def load_mtt(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+def load_mtt(
+    weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
+) -> MusicnnEncoder:
     """musicnn trained on MagnaTagATune (50 tags). ``weights``: see :func:`resolve_weights`."""
     return _load(MTT_MUSICNN, weights, device, precision, **opts)
 
 
-def load_msd_vgg(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+def load_msd_vgg(
+    weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
+) -> MusicnnEncoder:
     """The VGG baseline trained on the Million Song Dataset: layers pool5 (256), pool4, pool3 (128)."""
     return _load(MSD_VGG, weights, device, precision, **opts)
 
 
-def load_mtt_vgg(weights=None, device: str = "auto", precision: str = "auto", **opts: Any) -> MusicnnEncoder:
+def load_mtt_vgg(
+    weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
+) -> MusicnnEncoder:
     """The VGG baseline trained on MagnaTagATune: layers pool5 (256), pool4, pool3 (128)."""
     return _load(MTT_VGG, weights, device, precision, **opts)

@@ -57,7 +57,9 @@ class _Material:
     fresh: bool = False
 
 
-def render_song(spec: SongSpec, with_stems: bool = False):
+def render_song(
+    spec: SongSpec, with_stems: bool = False
+) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, dict[str, np.ndarray]]:
     """Render ``spec`` to float32 audio: ``[T]`` mono or ``[T, 2]`` stereo, peak ≤ 1.
 
     Returns ``(audio, sample_rate)``, or ``(audio, sample_rate, stems)`` with the clean lead,
