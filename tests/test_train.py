@@ -233,3 +233,57 @@ def test_grid_runs_the_24_published_conditions(sim, tmp_path):
     assert all(r["score_streams_spearman"] not in ("", "nan") for r in rows)
     assert all(r["coherence_spearman"] == "" for r in rows if r["task"] == "popularity")
     assert (tmp_path / "g" / "grid.md").read_text().count("\n") == 26
+
+
+def test_popularity_transform_is_recorded_and_reused_by_evaluate(sim, tmp_path):
+    _, store, labels, _ = sim
+    out = tmp_path / "model"
+    code = main(
+        [
+            "train",
+            "--embeddings",
+            str(store),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--task",
+            "popularity",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--n-boot",
+            "0",
+            "--popularity-exponent",
+            "2",
+            "--cohort",
+            "month",
+            "--precision",
+            "bf16",
+        ]
+    )
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["targets"]["popularity"] == {"exponent": 2.0, "cohort": "month", "min_cohort": 5}
+    assert config["training"]["precision"] == "bf16" and config["head"]["tasks"] == list(ALL_TASKS[:2])
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--embeddings",
+                str(store),
+                "--labels",
+                str(labels),
+                "--out",
+                str(tmp_path / "ev"),
+                "--n-boot",
+                "0",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(metrics) == {"score_streams", "score_likes"}
