@@ -847,16 +847,14 @@ def _jsonable(obj):
 
 def plot_rule_accuracy(rules: dict, path: str | Path) -> None:
     """Accuracy with its bootstrap interval per rule, chance at 0.5."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     names = [n for n in rules if rules[n].get("accuracy") is not None]
     acc = np.array([rules[n]["accuracy"] for n in names])
     lo = np.array([(rules[n]["accuracy_ci"] or [rules[n]["accuracy"]] * 2)[0] for n in names])
     hi = np.array([(rules[n]["accuracy_ci"] or [rules[n]["accuracy"]] * 2)[1] for n in names])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    fig = Figure(figsize=(7, 0.45 * len(names) + 1.5))
+    ax = fig.subplots()
     ypos = np.arange(len(names))
     ax.errorbar(acc, ypos, xerr=[acc - lo, hi - acc], fmt="o", capsize=3)
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
@@ -867,7 +865,6 @@ def plot_rule_accuracy(rules: dict, path: str | Path) -> None:
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1034,12 +1031,10 @@ def write_leaderboard_csv(rows: list[LeaderboardRow], path: str | Path) -> None:
 
 
 def plot_leaderboard(rows: list[LeaderboardRow], path: str | Path, title: str = "Arena leaderboard") -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(rows) + 1.5))
+    fig = Figure(figsize=(7, 0.4 * len(rows) + 1.5))
+    ax = fig.subplots()
     ypos = np.arange(len(rows))
     score = np.array([r.score for r in rows])
     err = [score - [r.ci_low for r in rows], [r.ci_high for r in rows] - score]
@@ -1051,7 +1046,6 @@ def plot_leaderboard(rows: list[LeaderboardRow], path: str | Path, title: str = 
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def predicted_leaderboard(battles: Battles, human: list[LeaderboardRow]) -> dict:

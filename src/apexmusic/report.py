@@ -169,9 +169,10 @@ def _metric_bars_from_summary(summary: dict) -> str:
 
 def _baseline_section(summary: dict) -> str:
     base = summary["evaluation"]["test_songs"]["mean_predictor"]
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    ax = fig.subplots()
     x = np.arange(len(ALL_TASKS))
     model = [base[t]["mse_model"] / max(base[t]["mse_mean_predictor"], 1e-12) for t in ALL_TASKS]
     ax.bar(x, model, color="#4c72b0", label="model")
@@ -202,12 +203,13 @@ def _per_style_section(summary: dict) -> str:
     per_style = summary["evaluation"].get("per_style_spearman") or {}
     if not per_style:
         return ""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     styles = list(per_style)
     heldout = set(summary.get("corpus", {}).get("heldout_styles", []))
     grid = np.array([[_nan(per_style[s].get(t)) for t in ALL_TASKS] for s in styles])
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(styles) + 1.5))
+    fig = Figure(figsize=(9, 0.45 * len(styles) + 1.5))
+    ax = fig.subplots()
     im = ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(ALL_TASKS)), [TASKS[t].label for t in ALL_TASKS], rotation=20)
     ax.set_yticks(
@@ -321,10 +323,11 @@ def _scatter_section(path: Path) -> str:
     rows = _read_csv(path)
     if not rows or f"true_{ALL_TASKS[0]}" not in rows[0]:
         return ""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     tasks = [t for t in ALL_TASKS if f"pred_{t}" in rows[0]]
-    fig, axes = plt.subplots(2, math.ceil(len(tasks) / 2), figsize=(13, 6.5))
+    fig = Figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, math.ceil(len(tasks) / 2))
     groups = sorted({r.get("group", "") for r in rows})
     colours = {"test": "#4c72b0", "heldout_style": "#dd8452"}
     for ax, task in zip(axes.ravel(), tasks, strict=False):
@@ -384,9 +387,10 @@ def _platform_n(per_platform: dict, platform: str) -> int:
 
 
 def _training_section(logs: list[Path]) -> str:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig = Figure(figsize=(12, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     for path in logs:
         recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         name = path.stem.replace("train_", "")
@@ -415,11 +419,12 @@ def _training_section(logs: list[Path]) -> str:
 
 
 def _arena_section(arena: dict, summary: dict | None) -> str:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rules = arena.get("rules", {})
     names = [n for n in rules if rules[n].get("accuracy") is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig = Figure(figsize=(12, 3.8))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     acc = np.array([rules[n]["accuracy"] for n in names])
     ci = np.array([rules[n].get("accuracy_ci") or [a, a] for n, a in zip(names, acc, strict=True)])
     colours = [
@@ -487,9 +492,10 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
 
 
 def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] = ALL_TASKS):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig = Figure(figsize=(11, 3.6))
+    ax = fig.subplots()
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(tasks))
     for k, (name, metrics) in enumerate(groups.items()):
@@ -508,11 +514,8 @@ def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] =
 
 
 def _img(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}'>"
 
 
