@@ -14,8 +14,15 @@ from apexmusic.tasks import ALL_TASKS, TASKS, tasks_for
 
 
 def test_task_names_match_reference_checkpoint():
-    assert ALL_TASKS == ("score_streams", "score_likes", "coherence", "musicality",
-                         "memorability", "clarity", "naturalness")
+    assert ALL_TASKS == (
+        "score_streams",
+        "score_likes",
+        "coherence",
+        "musicality",
+        "memorability",
+        "clarity",
+        "naturalness",
+    )
     assert TASKS["score_likes"].high == 100 and TASKS["clarity"].low == 1
     assert tasks_for("popularity") == ("score_streams", "score_likes")
     with pytest.raises(ConfigError):

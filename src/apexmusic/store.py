@@ -78,8 +78,13 @@ class Failure:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"id": self.id, "path": self.path, "kind": self.kind, "message": self.message,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            {
+                "id": self.id,
+                "path": self.path,
+                "kind": self.kind,
+                "message": self.message,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
         )
 
 
@@ -108,9 +113,7 @@ class StoreData:
             duration_s=self.duration_s[idx],
             manifest=self.manifest,
             segments=pick(self.segments) if self.segments is not None else None,
-            segment_weights=(
-                pick(self.segment_weights) if self.segment_weights is not None else None
-            ),
+            segment_weights=(pick(self.segment_weights) if self.segment_weights is not None else None),
         )
 
 
@@ -289,8 +292,9 @@ def _columns(songs: list[SongEmbedding]) -> dict[str, Any]:
     import pyarrow as pa
 
     def floats(arrays: list[np.ndarray]) -> pa.Array:
-        return pa.array([np.asarray(a, dtype=np.float32).ravel() for a in arrays],
-                        type=pa.list_(pa.float32()))
+        return pa.array(
+            [np.asarray(a, dtype=np.float32).ravel() for a in arrays], type=pa.list_(pa.float32())
+        )
 
     columns: dict[str, Any] = {
         "id": pa.array([s.id for s in songs], type=pa.string()),

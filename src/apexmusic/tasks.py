@@ -35,10 +35,7 @@ ALL_TASKS: tuple[str, ...] = POPULARITY_TASKS + AESTHETIC_TASKS
 TASKS: dict[str, Task] = {
     "score_streams": Task("score_streams", "popularity", 0.0, 100.0, "Streams score"),
     "score_likes": Task("score_likes", "popularity", 0.0, 100.0, "Likes score"),
-    **{
-        name: Task(name, "aesthetic", 1.0, 5.0, name.capitalize())
-        for name in AESTHETIC_TASKS
-    },
+    **{name: Task(name, "aesthetic", 1.0, 5.0, name.capitalize()) for name in AESTHETIC_TASKS},
 }
 
 # `--task` choices: which heads a model has.
