@@ -269,12 +269,7 @@ class Predictor:
             emb = self.embedder.embed_array(np.asarray(audio), int(sr), id=song.id, path=song.path)
         else:
             emb = self.embedder.embed_path(song)
-        if self.max_seconds is not None and emb.duration_s > self.max_seconds + 1e-6:
-            from apexmusic.errors import AudioContentError
-
-            raise AudioContentError(
-                f"{emb.duration_s:.1f} s of audio is longer than the {self.max_seconds:g} s limit"
-            )
+        check_duration(emb.duration_s, self.max_seconds)
         return emb
 
     def score_embeddings(self, songs: Sequence[SongEmbedding]) -> list[Prediction]:
@@ -504,6 +499,14 @@ def _error_from_failure(failure: Failure) -> ApexError:
         if cls.kind == failure.kind:
             return cls(f"{failure.path or failure.id}: {failure.message}")
     return ApexError(f"{failure.path or failure.id}: {failure.message}")
+
+
+def check_duration(duration_s: float, max_seconds: float | None) -> None:
+    """Raise AudioContentError for a song longer than ``max_seconds`` (None: no limit)."""
+    if max_seconds is not None and duration_s > max_seconds + 1e-6:
+        from apexmusic.errors import AudioContentError
+
+        raise AudioContentError(f"{duration_s:.1f} s of audio is longer than the {max_seconds:g} s limit")
 
 
 def _jsonable(value: Any) -> Any:
