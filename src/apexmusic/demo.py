@@ -27,7 +27,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -258,6 +257,7 @@ def _load_dataset(corpus, store_dir: Path):
 def _train(
     dataset, config: DemoConfig, task: str, log_path: Path, progress: ProgressFn, stage: str, split=None
 ):
+    from apexmusic.predict import torch_threads
     from apexmusic.train import TrainConfig, train
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,7 @@ def _train(
         device=config.device,
         n_boot=config.n_boot,
     )
-    with _torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
+    with torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
         result = train(
             dataset,
             train_config,
@@ -287,18 +287,6 @@ def _train(
         )
     progress(stage, train_config.epochs, train_config.epochs)
     return result
-
-
-@contextmanager
-def _torch_threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train_info(result) -> dict[str, Any]:

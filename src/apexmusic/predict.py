@@ -355,7 +355,23 @@ class Predictor:
 
 
 @contextmanager
-def _head_threads(n_rows: int):
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads and restore the previous count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _head_threads(n_rows: int) -> Iterator[None]:
     """Run the (tiny) scoring head single-threaded for small batches.
 
     A few rows through a few small matmuls gain nothing from intra-op threads, but on a busy
@@ -363,17 +379,11 @@ def _head_threads(n_rows: int):
     made one MC-dropout call ~30x slower (1.2 s vs 35 ms measured). Large batches
     (store scoring) keep the configured thread count.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    if n_rows > _SMALL_BATCH or before == 1:
+    if n_rows > _SMALL_BATCH:
         yield
         return
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_embedder(
