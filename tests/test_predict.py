@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -20,7 +19,7 @@ from apexmusic.predict import (
     predict_inputs,
     score_store,
 )
-from apexmusic.sources import Song
+from apexmusic.sources import Song, read_rows
 from apexmusic.store import EmbeddingStore, SongEmbedding
 from apexmusic.tasks import ALL_TASKS, TASKS
 
@@ -241,17 +240,6 @@ def test_compare_with_a_bad_file_exits_1(predict_model_dir, audio_dir, not_audio
 # ---- batch CLI ------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".csv":
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
 def test_cli_predict_real_songs_with_a_bad_file(predict_model_dir, audio_dir, not_audio, tmp_path, capsys):
     out = tmp_path / "scores.jsonl"
     code = main(
@@ -266,7 +254,7 @@ def test_cli_predict_real_songs_with_a_bad_file(predict_model_dir, audio_dir, no
         ]
     )
     assert code == 1  # some inputs failed, the rest done
-    rows = _read_rows(out)
+    rows = read_rows(out)
     assert [r["id"] for r in rows] == [Path(HIPHOP).stem]
     row = rows[0]
     assert {"id", "path", "model_id", "duration_s", *ALL_TASKS, *(f"{t}_std" for t in ALL_TASKS)} <= set(row)
@@ -288,18 +276,18 @@ def test_resume_skips_done_ids_and_appends(predictor, predict_model_dir, clips, 
     both = first + [Song("jazz", str(clips[JAZZ]))]
     r1 = predict_inputs(first, predict_model_dir, out, PredictConfig(), predictor=predictor)
     assert (r1.n_done, r1.n_skipped) == (1, 0)
-    before = _read_rows(out)
+    before = read_rows(out)
     if suffix == ".jsonl":  # an interrupted run left half a line behind
         with out.open("a") as f:
             f.write('{"id": "jazz", "score_str')
     r2 = predict_inputs(both, predict_model_dir, out, PredictConfig(resume=True), predictor=predictor)
     assert (r2.n_done, r2.n_skipped, r2.n_failed) == (1, 1, 0)
-    rows = _read_rows(out)
+    rows = read_rows(out)
     assert [r["id"] for r in rows] == ["hiphop", "jazz"]
     assert float(rows[0]["score_streams"]) == pytest.approx(float(before[0]["score_streams"]))
     r3 = predict_inputs(both, predict_model_dir, out, PredictConfig(resume=True), predictor=predictor)
     assert (r3.n_done, r3.n_skipped) == (0, 2)
-    assert len(_read_rows(out)) == 2
+    assert len(read_rows(out)) == 2
 
 
 def test_cli_rejects_bad_usage(predict_model_dir, tmp_path):
@@ -320,7 +308,7 @@ def test_score_store_equals_model_on_store_vectors(predict_model_dir, predictor,
         ["predict", "--embeddings", str(store_dir), "--model", str(predict_model_dir), "--out", str(out)]
     )
     assert code == 0
-    rows = {r["id"]: r for r in _read_rows(out)}
+    rows = {r["id"]: r for r in read_rows(out)}
     data = EmbeddingStore.open(store_dir).load()
     expected = predictor.model.predict_layers(data.layers)
     assert sorted(rows) == sorted(data.ids)
@@ -334,7 +322,7 @@ def test_store_scores_equal_audio_scores(predict_model_dir, hiphop_prediction, t
     """Two routes to one number: re-scoring the stored vectors and scoring the audio file."""
     out = tmp_path / "s.jsonl"
     score_store(predict_model_dir.parent / "store", predict_model_dir, out)
-    row = next(r for r in _read_rows(out) if r["id"] == Path(HIPHOP).stem)
+    row = next(r for r in read_rows(out) if r["id"] == Path(HIPHOP).stem)
     for t in ALL_TASKS:
         assert row[t] == pytest.approx(hiphop_prediction.scores[t], rel=1e-5)
 
@@ -413,7 +401,7 @@ def test_cli_predict_from_a_manifest_keeps_its_ids(predict_model_dir, clips, tmp
         ["predict", str(manifest), "--model", str(predict_model_dir), "--out", str(out), "--mc-samples", "0"]
     )
     assert code == 0
-    rows = _read_rows(out)
+    rows = read_rows(out)
     assert [r["id"] for r in rows] == ["track-1", "track-2"]
     assert [r["path"] for r in rows] == [str(clips[HIPHOP]), str(clips[JAZZ])]
     assert all(r["score_streams_std"] == 0.0 for r in rows)
