@@ -99,3 +99,22 @@ def test_batches_bucket_by_length_and_respect_the_budget():
     assert lengths[order].tolist() == sorted(lengths.tolist(), reverse=True)  # longest first
     for group in groups:
         assert len(group) * lengths[group].max() <= 2 * SR
+
+
+def test_fused_dense_matches_linear_gelu():
+    """The oneDNN fused linear(+GELU) used on CPU bf16 computes what F.linear + F.gelu do."""
+    from apexmusic.encoders.mert_fast import _Dense
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 32, generator=generator) * 0.2
+    bias = torch.randn(48, generator=generator)
+    x = torch.randn(3, 7, 32, generator=generator)
+    fused = _Dense(weight.bfloat16(), bias.bfloat16(), fuse=True)
+    if not torch.backends.mkldnn.is_available():
+        assert fused.packed is None
+    for gelu in (False, True):
+        expected = torch.nn.functional.linear(x, weight, bias)
+        expected = torch.nn.functional.gelu(expected) if gelu else expected
+        got = fused(x.bfloat16(), gelu=gelu).float()
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
