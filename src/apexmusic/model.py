@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apexmusic import devices
 from apexmusic.compat import REFERENCE_LAYERS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.tasks import ALL_TASKS, TASKS
@@ -420,7 +421,7 @@ class ScoringModel:
         return self.net.norm_mean.device
 
     def to(self, device: str | torch.device) -> ScoringModel:
-        self.net.to(resolve_device(device) if isinstance(device, str) else device)
+        self.net.to(resolve_device(device))
         return self
 
     def layer_weights(self) -> np.ndarray:
@@ -542,15 +543,11 @@ class ScoringModel:
         return model.to(device)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but CUDA is not available")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad device {device!r}: {exc}") from exc
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device for ``auto`` | ``cpu`` | ``cuda[:N]`` (see apexmusic.devices)."""
+    if isinstance(device, torch.device):
+        return device
+    return torch.device(devices.resolve_device(device))
 
 
 def _weights_id(state: dict[str, torch.Tensor]) -> str:

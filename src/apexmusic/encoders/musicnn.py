@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
 from apexmusic.encoders.tf_checkpoint import TensorBundle, open_bundle
 from apexmusic.errors import ConfigError, ModelLoadError
 
@@ -612,28 +613,12 @@ def resolve_weights(weights: str | os.PathLike | None, config: MusicnnConfig) ->
 # ---------------------------------------------------------------- the encoder
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad device {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available")
-    return resolved
-
-
 def _resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "auto":
-        # Measured (benchmarks/bench_musicnn.py): bf16 autocast pays on GPUs; on CPUs see docs/musicnn.md.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if precision not in choices:
-        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return choices[precision]
+    # Measured (benchmarks/bench_musicnn.py, docs/musicnn.md): bf16 does not pay for musicnn's
+    # small convolutions on CPUs, so `auto` keeps fp32 there and follows apexmusic.devices elsewhere.
+    if precision == "auto" and device.type == "cpu":
+        return torch.float32
+    return torch_dtype(resolve_precision(precision, str(device)))
 
 
 @dataclass
@@ -664,7 +649,7 @@ class MusicnnEncoder:
         self.config = config
         self.name = config.name
         self.weights_id = weights_id
-        self.device = _resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.dtype = _resolve_precision(precision, self.device)
         self.layout = layout
         self.window_batch = max(1, int(window_batch))
