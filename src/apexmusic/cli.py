@@ -76,8 +76,7 @@ def _progress_bar(total: int | None, desc: str, unit: str = "song"):
     """A tqdm bar on stderr (disabled when stderr is not a terminal and CI is quiet)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
 
 
 # === embed (issue 2) ===
@@ -245,8 +244,13 @@ def _add_training_args(p, grid: bool = False) -> None:
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"],
-                   help="bf16 autocasts the matmuls (faster on CPUs with AVX512-BF16/AMX and on GPUs)")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 matmuls where the hardware runs them natively (AVX512-BF16/AMX CPUs, GPUs), "
+        "else fp32; fp32 is the paper's arithmetic exactly",
+    )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
     p.add_argument(
         "--popularity-exponent",
