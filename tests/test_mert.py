@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from apexmusic import devices
 from apexmusic.compat import REFERENCE_LAYERS, reference_conv_weights, reference_vector
+from apexmusic.devices import resolve_precision
 from apexmusic.encoders import load_encoder
 from apexmusic.encoders.mert import (
     MERT_V1_95M,
@@ -25,7 +27,6 @@ from apexmusic.encoders.mert import (
     load_folder,
     load_weights,
     plain_pooled,
-    resolve_precision,
 )
 from apexmusic.errors import ModelLoadError
 
@@ -335,10 +336,9 @@ def test_bf16_fast_path_matches_fp32_on_real_songs(real_audio_files):
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    import apexmusic.encoders.mert as mert
 
-    monkeypatch.setattr(mert, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(mert, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"

@@ -45,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
 from apexmusic.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
-_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -152,47 +152,6 @@ MERT_V1_330M = MertArch(
     do_stable_layer_norm=True,
     conv_bias=True,
 )
-
-
-# ---------------------------------------------------------------------------- devices & precision
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked for, but torch sees no CUDA device")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> bf16 on CUDA with bf16 support and on CPUs with fast bf16, else fp32."""
-    import torch
-
-    if precision not in _PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(_PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
-def _torch_dtype(precision: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 # ---------------------------------------------------------------------------- weights
@@ -464,7 +423,7 @@ class MertEncoder:
         self._engine = (
             FastMert(
                 model,
-                dtype=_torch_dtype(self.precision),
+                dtype=torch_dtype(self.precision),
                 device=self.device,
                 compile=compile,
                 compile_backend=compile_backend,
@@ -543,7 +502,7 @@ class MertEncoder:
         if self._engine is not None:
             pooled = self._engine.pooled(x, n, stages=self.stages)
             return pooled.cpu().numpy()
-        return plain_pooled(self.model, x, n, dtype=_torch_dtype(self.precision))
+        return plain_pooled(self.model, x, n, dtype=torch_dtype(self.precision))
 
 
 def plain_pooled(model: Any, audio: Any, lengths: Any, dtype: Any = None) -> np.ndarray:
@@ -592,12 +551,10 @@ __all__ = [
     "MertArch",
     "MertEncoder",
     "build_model",
-    "cpu_has_fast_bf16",
     "load_330m",
     "load_95m",
     "load_weights",
     "map_mert_state_dict",
     "plain_pooled",
     "random_init",
-    "resolve_precision",
 ]
