@@ -639,6 +639,8 @@ class _Run:
             return
         in_workers = bool(getattr(self.encoder, "encode_in_decoder", False))
         n_workers = min(self.config.n_workers(in_workers), len(tasks))
+        if self.config.workers is None and len(tasks) == 1:
+            n_workers = 0  # one song: a worker's start-up (~1 s) would cost more than it overlaps
         if n_workers and not _spawn_can_start():
             log.info("decoding in-process: worker processes cannot re-import __main__ (a script on stdin)")
             n_workers = 0
