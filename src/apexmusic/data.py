@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from apexmusic.errors import ConfigError, DataError
+from apexmusic.errors import ConfigError, DataError, InputError
+from apexmusic.sources import read_rows
 from apexmusic.store import StoreData
 from apexmusic.targets import PopularityConfig, aggregate_ratings, popularity_score
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
@@ -119,29 +120,22 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"labels file {path} not found")
     suffix = path.suffix.lower()
+    if suffix not in {".csv", ".json", ".jsonl", ".parquet"}:
+        raise DataError(f"{path}: unsupported labels format {suffix!r} (csv, json, jsonl, parquet)")
+    if suffix != ".json":
+        try:
+            return read_rows(path, "labels file")
+        except InputError as exc:
+            raise DataError(str(exc)) from exc
     try:
-        if suffix == ".csv":
-            import csv
-
-            with path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f))
-        if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
-                return [json.loads(line) for line in f if line.strip()]
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                data = next((v for v in data.values() if isinstance(v, list)), None)
-            if not isinstance(data, list):
-                raise DataError(f"{path}: expected a JSON list of objects")
-            return data
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
-    raise DataError(f"{path}: unsupported labels format {suffix!r} (csv, json, jsonl, parquet)")
+    if isinstance(data, dict):  # an export wrapping its list, e.g. {"songs": [...]}
+        data = next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    return data
 
 
 def detect_preset(columns: set[str]) -> str:
