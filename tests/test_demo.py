@@ -135,13 +135,14 @@ def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
 
     from scipy.stats import spearmanr
 
-    from apexmusic.demo import _paired_difference, _rowwise_spearman
+    from apexmusic.demo import _paired_difference
+    from apexmusic.metrics import rowwise_spearman
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=(4, 30))
     p = y + rng.normal(size=y.shape)
     np.testing.assert_allclose(
-        _rowwise_spearman(y, p), [spearmanr(a, b)[0] for a, b in zip(y, p, strict=True)]
+        rowwise_spearman(y, p), [spearmanr(a, b)[0] for a, b in zip(y, p, strict=True)]
     )
 
     n = 120

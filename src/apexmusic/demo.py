@@ -35,6 +35,7 @@ import numpy as np
 
 from apexmusic.arena import write_json
 from apexmusic.errors import ConfigError, StoreError
+from apexmusic.metrics import rowwise_spearman
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
 
 log = logging.getLogger(__name__)
@@ -607,26 +608,12 @@ def _paired_difference(primary_csv: Path, other_csv: Path, n_boot: int, seed: in
                     y = np.array([float(a[i][f"true_{t}"]) for i in ids])
                     pa = np.array([float(a[i][f"pred_{t}"]) for i in ids])
                     pb = np.array([float(b[i][f"pred_{t}"]) for i in ids])
-                    per_task.append(
-                        _rowwise_spearman(y[rows], pb[rows]) - _rowwise_spearman(y[rows], pa[rows])
-                    )
+                    per_task.append(rowwise_spearman(y[rows], pb[rows]) - rowwise_spearman(y[rows], pa[rows]))
                 diffs.append(np.mean(per_task, axis=0))
             lo, hi = np.nanquantile(diffs[1], [0.025, 0.975])
             result[name] = {"difference": float(diffs[0][0]), "ci": [float(lo), float(hi)]}
         out[group] = result
     return out
-
-
-def _rowwise_spearman(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Spearman per row of [R, n] arrays (average ranks for ties)."""
-    from scipy.stats import rankdata
-
-    ry, rp = rankdata(y, axis=1), rankdata(p, axis=1)
-    ry -= ry.mean(axis=1, keepdims=True)
-    rp -= rp.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ry**2).sum(axis=1) * (rp**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ry * rp).sum(axis=1) / denom
 
 
 __all__ = ["DemoConfig", "run_demo"]

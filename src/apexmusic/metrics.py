@@ -77,7 +77,7 @@ def _bootstrap_metrics(t: np.ndarray, p: np.ndarray, n_boot: int, rng: np.random
             "mae": np.mean(np.abs(err), axis=1),
             "r2": np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan),
             "pearson": _rowwise_pearson(bt, bp),
-            "spearman": _rowwise_pearson(stats.rankdata(bt, axis=1), stats.rankdata(bp, axis=1)),
+            "spearman": rowwise_spearman(bt, bp),
         }
     counts = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.float64)
     out["kendall"] = (
@@ -86,6 +86,12 @@ def _bootstrap_metrics(t: np.ndarray, p: np.ndarray, n_boot: int, rng: np.random
         else np.array([stats.kendalltau(a, b)[0] for a, b in zip(bt, bp, strict=True)])
     )
     return out
+
+
+def rowwise_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row pair of ``[R, n]`` arrays (average ranks for ties;
+    NaN where a row is constant)."""
+    return _rowwise_pearson(stats.rankdata(a, axis=1), stats.rankdata(b, axis=1))
 
 
 def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
