@@ -37,6 +37,17 @@ def musicnn_wheel() -> Path:
         pytest.fail(f"musicnn wheel unavailable (PyPI needed once): {exc}")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: the small heads run faster without OpenMP contention on 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _limit_torch_threads():
     """Two cores in CI: keep torch from oversubscribing when tests run beside each other."""

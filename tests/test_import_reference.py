@@ -17,12 +17,7 @@ from apexmusic.model import ScoringModel, import_reference_checkpoint
 TASKS = ["score_streams", "score_likes", "coherence", "musicality", "memorability", "clarity", "naturalness"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Written from the published description only (DESIGN.md), sharing no code with apexmusic.model.

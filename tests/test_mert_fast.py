@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
+from test_mert import tiny
 
 from apexmusic.encoders.mert import MERT_V1_95M, MERT_V1_330M, MertEncoder, build_model, plain_pooled
 from apexmusic.encoders.mert_fast import (
@@ -17,19 +16,6 @@ from apexmusic.encoders.mert_fast import (
 )
 
 SR = 24000
-
-
-def tiny(base=MERT_V1_95M, layers=2):
-    return dataclasses.replace(
-        base,
-        hidden_size=16,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(8,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
 
 
 def test_frame_counts_match_hubert_and_the_75_hz_rate():

@@ -24,13 +24,7 @@ from apexmusic.model import (
 )
 from apexmusic.tasks import ALL_TASKS, POPULARITY_TASKS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise_bn(module: nn.Module, seed: int = 0) -> None:

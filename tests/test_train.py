@@ -18,12 +18,7 @@ from apexmusic.train import MultiTaskLoss, TrainConfig, evaluate_model, grid_con
 FAST = dict(epochs=25, batch_size=64, lr=1e-2, n_boot=50, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
