@@ -205,10 +205,8 @@ def _add_ray_sizing_args(p) -> None:
 
 
 def _add_training_args(p, grid: bool = False) -> None:
-    """Flags shared by `train` and `grid` (defaults are the published recipe, TrainConfig)."""
-    from apexmusic.train import TrainConfig
-
-    d = TrainConfig()
+    """Flags shared by `train` and `grid`. Flags left out take TrainConfig's defaults (the published
+    recipe); they are not read here so that building the parser does not import torch."""
     p.add_argument("--embeddings", required=True, help="embedding store folder (apexmusic embed --out)")
     p.add_argument(
         "--labels",
@@ -224,29 +222,29 @@ def _add_training_args(p, grid: bool = False) -> None:
         help="labels column mapping (default: detect from the columns)",
     )
     if not grid:
-        p.add_argument("--task", default=d.task, choices=["full", "popularity"])
-        p.add_argument("--loss", default=d.loss, choices=["equal", "weighted", "uncertainty"])
-        p.add_argument("--shared", default=d.shared, type=int, choices=[2, 3])
-        p.add_argument("--mode", default=d.mode, choices=["song", "segment"])
+        p.add_argument("--task", default=None, choices=["full", "popularity"])
+        p.add_argument("--loss", default=None, choices=["equal", "weighted", "uncertainty"])
+        p.add_argument("--shared", default=None, type=int, choices=[2, 3])
+        p.add_argument("--mode", default=None, choices=["song", "segment"])
     p.add_argument(
         "--mixing",
-        default=d.mixing,
+        default=None,
         choices=["reference", "mean", "learned"],
         help="how stored hidden states become one vector (default: learned)",
     )
-    p.add_argument("--split", default=d.split, choices=["random", "creator", "time"])
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
+    p.add_argument("--split", default=None, choices=["random", "creator", "time"])
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--test-fraction", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
     p.add_argument(
         "--precision",
-        default=d.precision,
+        default=None,
         choices=["auto", "fp32", "bf16"],
         help="auto: bf16 matmuls where the hardware runs them natively (AVX512-BF16/AMX CPUs, GPUs), "
         "else fp32; fp32 is the paper's arithmetic exactly",
@@ -267,7 +265,7 @@ def _add_training_args(p, grid: bool = False) -> None:
     p.add_argument(
         "--n-boot",
         type=int,
-        default=200 if grid else d.n_boot,
+        default=200 if grid else None,
         help="bootstrap resamples for the 95%% intervals",
     )
 
@@ -294,6 +292,7 @@ def _train_config(args, **overrides):
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
             values[key] = getattr(args, key)
+    values = {key: value for key, value in values.items() if value is not None}  # None: recipe default
     values.update(overrides)
     return TrainConfig(**values)
 
