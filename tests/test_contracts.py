@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apexmusic.errors import ConfigError, StoreError
-from apexmusic.sources import resolve_inputs
+from apexmusic.sources import Song, resolve_inputs
 from apexmusic.store import EmbeddingStore, SongEmbedding
 from apexmusic.tasks import ALL_TASKS, TASKS, tasks_for
 
@@ -42,6 +42,15 @@ def test_resolve_folder_glob_manifest_and_missing(tmp_path):
     assert song.id == "song-1" and song.path == str(tmp_path / "z.flac")
     # A missing path is kept so the pipeline can report it, not dropped silently.
     assert resolve_inputs([str(tmp_path / "gone.mp3")])[0].id == "gone"
+
+
+def test_object_store_uris_are_kept_verbatim(tmp_path):
+    (song,) = resolve_inputs(["s3://bucket/album/x.mp3"])
+    assert song == Song("x", "s3://bucket/album/x.mp3")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,path\na,s3://bucket/a.flac\nb,local/b.wav\n")
+    songs = resolve_inputs([str(manifest)])
+    assert [s.path for s in songs] == ["s3://bucket/a.flac", str(tmp_path / "local" / "b.wav")]
 
 
 def test_duplicate_ids_are_a_config_error(tmp_path):

@@ -64,6 +64,8 @@ def resolve_inputs(inputs: list[str] | tuple[str, ...]) -> list[Song]:
 
 
 def _expand(item: str) -> list[Song]:
+    if _is_uri(item):  # s3://bucket/x.mp3 etc.: read by the engine's filesystem, kept verbatim
+        return [Song(Path(item.split("://", 1)[1]).stem, item)]
     path = Path(item)
     if path.suffix.lower() in MANIFEST_EXTENSIONS and path.is_file():
         return read_manifest(path)
@@ -80,6 +82,10 @@ def _expand(item: str) -> list[Song]:
 def _from_folder(folder: Path) -> list[Song]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_dir())
     return [Song(_rel_id(p, folder), str(p)) for p in files]
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location and not Path(location).exists()
 
 
 def _glob_root(pattern: str) -> str:
@@ -111,11 +117,12 @@ def read_manifest(path: str | Path) -> list[Song]:
     for i, row in enumerate(rows):
         if "path" not in row or row["path"] in (None, ""):
             raise InputError(f"{path}: row {i + 1} has no 'path'")
-        audio = Path(str(row["path"]))
-        if not audio.is_absolute():
-            audio = path.parent / audio
+        location = str(row["path"])
+        audio = Path(location.split("://", 1)[-1])
+        if not _is_uri(location) and not audio.is_absolute():
+            location = str(path.parent / audio)
         song_id = str(row["id"]) if row.get("id") not in (None, "") else audio.stem
-        songs.append(Song(song_id, str(audio)))
+        songs.append(Song(song_id, location))
     return songs
 
 
