@@ -764,17 +764,10 @@ def predict_inputs_ray(
 
 
 def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySettings, started: float):
-    from apexmusic.errors import AudioContentError
-    from apexmusic.predict import FailureLog, Predictor, PredictReport, failures_path, open_writer
+    from apexmusic.errors import ApexError
+    from apexmusic.predict import FailureLog, Predictor, check_duration, failures_path, start_predict_run
 
-    writer = open_writer(out_file, resume=config.resume)
-    done = writer.done_ids()
-    todo = [s for s in songs if s.id not in done]
-    report = PredictReport(
-        n_skipped=len(songs) - len(todo), out_file=str(out_file), failures_file=str(failures_path(out_file))
-    )
-    if on_progress and report.n_skipped:
-        on_progress(report.n_skipped)
+    writer, todo, report = start_predict_run(songs, out_file, config.resume, on_progress)
     predictor = Predictor.from_pretrained(
         model_dir,
         weights=config.weights,
@@ -821,11 +814,9 @@ def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySetti
             if isinstance(result, Failure):
                 fail(result)
                 continue
-            if config.max_seconds is not None and result.duration_s > config.max_seconds + 1e-6:
-                # the same check and message as Predictor.embed
-                exc = AudioContentError(
-                    f"{result.duration_s:.1f} s of audio is longer than the {config.max_seconds:g} s limit"
-                )
+            try:
+                check_duration(result.duration_s, config.max_seconds)  # as Predictor.embed does
+            except ApexError as exc:
                 fail(Failure(result.id, result.path, exc.kind, str(exc)))
                 continue
             pending.append(result)
