@@ -145,7 +145,9 @@ def _cmd_embed(args) -> int:
             bar.refresh()
 
         if args.engine == "ray":
-            report = _embed_ray(songs, args, config, on_progress)
+            report = _run_on_ray(
+                "embed_inputs_ray", songs, args.out, config, args=args, on_progress=on_progress
+            )
         else:
             report = embed_inputs(songs, args.out, config, on_progress=on_progress)
     for failure in report.failures:
@@ -165,17 +167,16 @@ def _cmd_embed(args) -> int:
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
 
 
-def _embed_ray(songs, args, config, on_progress):
+def _run_on_ray(engine_function: str, *positional, args, on_progress):
+    """Call ``apexmusic.distributed.<engine_function>`` with the ``--ray-*`` flags."""
     from apexmusic.errors import ConfigError
 
     try:
-        from apexmusic.distributed import embed_inputs_ray
+        from apexmusic import distributed
     except ImportError as exc:
         raise ConfigError(f"ray engine unavailable: {exc}") from exc
-    return embed_inputs_ray(
-        songs,
-        args.out,
-        config,
+    return getattr(distributed, engine_function)(
+        *positional,
         on_progress=on_progress,
         ray_address=args.ray_address,
         num_gpus_per_actor=args.ray_gpus_per_actor,
@@ -517,7 +518,9 @@ def _cmd_predict(args) -> int:
     )
     with _progress_bar(len(songs), "predict") as bar:
         if args.engine == "ray":
-            report = _predict_ray(songs, args, config, bar.update)
+            report = _run_on_ray(
+                "predict_inputs_ray", songs, args.model, args.out, config, args=args, on_progress=bar.update
+            )
         else:
             from apexmusic.predict import predict_inputs
 
@@ -529,25 +532,6 @@ def _cmd_predict(args) -> int:
     if report.n_failed:
         print(f"failures: {report.failures_file}", file=sys.stderr)
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
-
-
-def _predict_ray(songs, args, config, on_progress):
-    from apexmusic.errors import ConfigError
-
-    try:
-        from apexmusic.distributed import predict_inputs_ray
-    except ImportError as exc:
-        raise ConfigError(f"ray engine unavailable: {exc}") from exc
-    return predict_inputs_ray(
-        songs,
-        args.model,
-        args.out,
-        config,
-        on_progress=on_progress,
-        ray_address=args.ray_address,
-        num_gpus_per_actor=args.ray_gpus_per_actor,
-        concurrency=args.ray_concurrency,
-    )
 
 
 def _predict_store(args) -> int:
