@@ -48,6 +48,7 @@ from apexmusic.embed import (
     EmbedConfig,
     EmbedProgress,
     EmbedReport,
+    StoreSink,
     build_encoder,
     default_batch_size,
     encode_batch,
@@ -621,19 +622,19 @@ def _embed(
     n_skipped = len(songs) - len(todo)
     if n_skipped:
         log.info("resume: %d of %d songs are already in %s", n_skipped, len(songs), out_dir)
-    sink = _StoreSink(store, config.shard_songs, len(todo), n_skipped, start, on_progress)
+    sink = StoreSink(store, config.shard_songs, len(todo), n_skipped, on_progress, start=start)
     sink.progress("")
     try:
         for result in run_pipeline(
             todo, make_encoder, info, config.segment_config(), config.compat, plan, settings
         ):
-            sink.add(result)
+            if isinstance(result, Failure):
+                sink.fail(result)
+            else:
+                sink.add(result)
     finally:
         sink.flush()
-    wall = time.monotonic() - start
-    report = EmbedReport(
-        sink.n_done, len(sink.failures), n_skipped, sink.audio_seconds, wall, sink.failures, 0, str(out_dir)
-    )
+    report = sink.report(out_dir)
     store.update_manifest(
         last_run={
             "engine": "ray",
@@ -642,7 +643,7 @@ def _embed(
             "songs_skipped": report.n_skipped,
             "songs_cached": 0,
             "audio_seconds": round(report.audio_seconds, 3),
-            "wall_seconds": round(wall, 3),
+            "wall_seconds": round(report.wall_seconds, 3),
             "actors": plan.actors,
             "gpus_per_actor": plan.gpus_per_actor,
             "batch_size": info.batch_size,
@@ -652,66 +653,6 @@ def _embed(
         }
     )
     return report
-
-
-class _StoreSink:
-    """Buffers finished songs into shards and logs failures, like the local engine's writer."""
-
-    def __init__(
-        self,
-        store: EmbeddingStore,
-        shard_songs: int,
-        total: int,
-        n_skipped: int,
-        start: float,
-        on_progress: Callable[[EmbedProgress], None] | None,
-    ):
-        self.store = store
-        self.shard_songs = shard_songs
-        self.total = total
-        self.n_skipped = n_skipped
-        self.start = start
-        self.on_progress = on_progress
-        self.buffer: list[SongEmbedding] = []
-        self.failures: list[Failure] = []
-        self.n_done = 0
-        self.audio_seconds = 0.0
-        self.last_flush = time.monotonic()
-
-    def add(self, result: SongEmbedding | Failure) -> None:
-        from apexmusic.embed import _FLUSH_SECONDS  # the local engine's flush interval
-
-        if isinstance(result, Failure):
-            self.store.record_failure(result)
-            self.failures.append(result)
-            log.info("failed %s: %s: %s", result.id, result.kind, result.message)
-        else:
-            self.buffer.append(result)
-            self.n_done += 1
-            self.audio_seconds += result.duration_s
-            if len(self.buffer) >= self.shard_songs or time.monotonic() - self.last_flush > _FLUSH_SECONDS:
-                self.flush()
-        self.progress(result.id)
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.store.write(self.buffer)
-            self.buffer = []
-        self.last_flush = time.monotonic()
-
-    def progress(self, last_id: str) -> None:
-        if self.on_progress is not None:
-            self.on_progress(
-                EmbedProgress(
-                    self.n_done,
-                    len(self.failures),
-                    self.n_skipped,
-                    self.total,
-                    self.audio_seconds,
-                    time.monotonic() - self.start,
-                    last_id,
-                )
-            )
 
 
 # ---------------------------------------------------------------------------------------------

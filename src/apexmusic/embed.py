@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 REFERENCE = "reference"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MAX_SECONDS = 3600.0
-_FLUSH_SECONDS = 120.0
+FLUSH_SECONDS = 120.0
 
 
 @dataclass
@@ -598,6 +598,88 @@ class _SongState:
         return self.n_segments is not None and len(self.vectors) == self.n_segments
 
 
+class StoreSink:
+    """Where finished songs go, for the local and the Ray engine alike: buffered into atomic store
+    shards (every ``shard_songs`` songs, or after ``FLUSH_SECONDS``), failures appended to
+    ``failures.jsonl``, progress reported after each song."""
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        shard_songs: int,
+        total: int,
+        n_skipped: int,
+        on_progress: Callable[[EmbedProgress], None] | None,
+        start: float | None = None,
+    ):
+        self.store = store
+        self.shard_songs = shard_songs
+        self.total = total
+        self.n_skipped = n_skipped
+        self.on_progress = on_progress
+        self.start = time.monotonic() if start is None else start
+        self.buffer: list[SongEmbedding] = []
+        self.failures: list[Failure] = []
+        self.n_done = self.n_cached = 0
+        self.audio_seconds = 0.0
+        self.last_flush = time.monotonic()
+
+    def add(self, embedding: SongEmbedding, cached: bool = False) -> None:
+        self.buffer.append(embedding)
+        self.n_done += 1
+        self.n_cached += cached
+        self.audio_seconds += embedding.duration_s
+        if len(self.buffer) >= self.shard_songs:
+            self.flush()
+        else:
+            self.flush_if_due()
+        self.progress(embedding.id)
+
+    def fail(self, failure: Failure) -> None:
+        self.store.record_failure(failure)
+        self.failures.append(failure)
+        log.info("failed %s: %s: %s", failure.id, failure.kind, failure.message)
+        self.progress(failure.id)
+
+    def flush_if_due(self) -> None:
+        """Write what is buffered once FLUSH_SECONDS have passed, so an interrupted slow job
+        loses at most that much work."""
+        if self.buffer and time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.store.write(self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def progress(self, last_id: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(
+                EmbedProgress(
+                    self.n_done,
+                    len(self.failures),
+                    self.n_skipped,
+                    self.total,
+                    self.audio_seconds,
+                    time.monotonic() - self.start,
+                    last_id,
+                )
+            )
+
+    def report(self, out_dir: str | Path) -> EmbedReport:
+        return EmbedReport(
+            self.n_done,
+            len(self.failures),
+            self.n_skipped,
+            self.audio_seconds,
+            time.monotonic() - self.start,
+            self.failures,
+            self.n_cached,
+            str(out_dir),
+        )
+
+
 class _Run:
     """One ``embed_inputs`` call: batching across songs, assembling, writing, reporting."""
 
@@ -617,24 +699,17 @@ class _Run:
         self.segment = config.segment_config()
         self.full_samples = self.segment.segment_samples(encoder.sample_rate)
         self.batch_size = default_batch_size(encoder, config.batch_size)
-        self.on_progress = on_progress
-        self.start = time.monotonic()
+        self.sink = StoreSink(store, config.shard_songs, len(songs), n_skipped, on_progress)
         self.states: dict[int, _SongState] = {}
         self.batches: dict[bool, list[tuple[int, int, np.ndarray, int]]] = {True: [], False: []}
         self.copies: dict[int, list[int]] = defaultdict(list)  # primary idx -> duplicate idxs
-        self.buffer: list[SongEmbedding] = []
-        self.last_flush = time.monotonic()
-        self.failures: list[Failure] = []
-        self.n_done = self.n_cached = 0
-        self.n_skipped = n_skipped
-        self.audio_seconds = 0.0
         self.resolved = 0
         self.workers_used = 0
 
     # ---- main loop ------------------------------------------------------------------------
     def run(self) -> None:
         tasks = self._plan()
-        self._progress("")
+        self.sink.progress("")
         if not tasks:
             return
         in_workers = bool(getattr(self.encoder, "encode_in_decoder", False))
@@ -671,7 +746,7 @@ class _Run:
             finally:
                 pool.close()
         finally:  # also on Ctrl-C: finished songs reach a shard, so --resume skips them
-            self._flush_writes()
+            self.sink.flush()
 
     def _plan(self) -> list[tuple[int, str, str | None]]:
         """Decode tasks, one per distinct content; duplicates wait for their primary's vectors."""
@@ -707,8 +782,7 @@ class _Run:
                 self._fail(message[1], message[2], message[3])
             elif kind == "idle":
                 self._run_batches(partial=True)
-            if self.buffer and time.monotonic() - self.last_flush > _FLUSH_SECONDS:
-                self._flush_writes()
+            self.sink.flush_if_due()
         self._run_batches(partial=True)
 
     # ---- segments and batches ---------------------------------------------------------------
@@ -813,14 +887,8 @@ class _Run:
             )
 
     def _done(self, embedding: SongEmbedding, cached: bool) -> None:
-        self.buffer.append(embedding)
-        self.n_done += 1
-        self.n_cached += cached
-        self.audio_seconds += embedding.duration_s
         self.resolved += 1
-        if len(self.buffer) >= self.config.shard_songs:
-            self._flush_writes()
-        self._progress(embedding.id)
+        self.sink.add(embedding, cached)
 
     def _fail(self, idx: int, kind: str, message: str) -> None:
         state = self.states.pop(idx, None)
@@ -831,32 +899,8 @@ class _Run:
             self._record_failure(self.songs[dup], kind, f"same content as {state.song.id}: {message}")
 
     def _record_failure(self, song: Song, kind: str, message: str) -> None:
-        failure = Failure(song.id, song.path, kind, message)
-        self.store.record_failure(failure)
-        self.failures.append(failure)
         self.resolved += 1
-        log.info("failed %s: %s: %s", song.id, kind, message)
-        self._progress(song.id)
-
-    def _flush_writes(self) -> None:
-        if self.buffer:
-            self.store.write(self.buffer)
-            self.buffer = []
-        self.last_flush = time.monotonic()
-
-    def _progress(self, last_id: str) -> None:
-        if self.on_progress is not None:
-            self.on_progress(
-                EmbedProgress(
-                    self.n_done,
-                    len(self.failures),
-                    self.n_skipped,
-                    len(self.songs),
-                    self.audio_seconds,
-                    time.monotonic() - self.start,
-                    last_id,
-                )
-            )
+        self.sink.fail(Failure(song.id, song.path, kind, message))
 
 
 def _hash_size_collisions(paths: Sequence[str]) -> dict[int, str]:
@@ -903,17 +947,7 @@ def embed_inputs(
         log.info("resume: %d of %d songs are already in %s", n_skipped, len(songs), out_dir)
     run = _Run(todo, store, encoder, config, n_skipped, on_progress)
     run.run()
-    wall = time.monotonic() - run.start
-    report = EmbedReport(
-        run.n_done,
-        len(run.failures),
-        n_skipped,
-        run.audio_seconds,
-        wall,
-        run.failures,
-        run.n_cached,
-        str(out_dir),
-    )
+    report = run.sink.report(out_dir)
     store.update_manifest(
         last_run={
             "songs_done": report.n_done,
@@ -921,7 +955,7 @@ def embed_inputs(
             "songs_skipped": report.n_skipped,
             "songs_cached": report.n_cached,
             "audio_seconds": round(report.audio_seconds, 3),
-            "wall_seconds": round(wall, 3),
+            "wall_seconds": round(report.wall_seconds, 3),
             "workers": run.workers_used,
             "batch_size": run.batch_size,
             "device": config.device,
