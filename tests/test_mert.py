@@ -211,7 +211,7 @@ def test_random_weights_are_loud_and_labelled(caplog):
 
 def test_no_trust_remote_code_anywhere():
     hits = subprocess.run(
-        ["grep", "-rIl", "trust_remote_code", str(ROOT / "src"), str(ROOT / "benchmarks")],
+        ["grep", "-rIl", "--include=*.py", "trust_remote_code", str(ROOT / "src"), str(ROOT / "benchmarks")],
         capture_output=True,
         text=True,
     ).stdout.split()
