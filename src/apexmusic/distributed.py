@@ -5,14 +5,14 @@ The pipeline (one Ray Data dataset, streamed end to end):
 1. **songs** -- ``from_items`` over the songs still to do (``--resume`` drops the ids already
    in the store first, exactly like the local engine);
 2. **decode** -- CPU tasks (``flat_map``) decode, mix to mono, resample and segment each song
-   with the local engine's own decoder (``apexmusic.embed._decode_song``), one row per segment
+   with the local engine's own decoder (``apexmusic.embed.decode_song``), one row per segment
    plus one closing row per song (its segment count, duration and SHA-256) or one failure row
    carrying the same error kind and message the local engine would log;
 3. **encode** -- a pool of actors (``map_batches`` with a callable class), each loading the
    encoder once; ``num_gpus`` per actor when the cluster has GPUs. Full segments and shorter
    last segments are encoded in separate batches, as the local engine does;
 4. **assemble and write** -- the driver collects segment vectors per song, combines them with
-   the local engine's ``_song_embedding`` (weights = valid seconds) and writes Parquet shards
+   the local engine's ``song_embedding`` (weights = valid seconds) and writes Parquet shards
    through ``EmbeddingStore.write`` with the manifest from ``embed.store_manifest``, and the
    failures through ``EmbeddingStore.record_failure``: the very same store as the local engine.
 
@@ -197,14 +197,14 @@ class _DecodeSong:
         self.segment = segment
 
     def __call__(self, song: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        from apexmusic.embed import _decode_song
+        from apexmusic.embed import decode_song
 
         idx, path = int(song["idx"]), str(song["path"])
         with _local_copy(path) as (local, error):
             if error is not None:
                 yield _row(idx=idx, kind="fail", fail_kind=error[0], message=error[1])
                 return
-            for message in _decode_song(idx, local, None, self.sample_rate, self.segment):
+            for message in decode_song(idx, local, None, self.sample_rate, self.segment):
                 yield _message_row(message)
 
 
@@ -423,13 +423,13 @@ class _Assembler:
                 yield self._song(idx, state)
 
     def _song(self, idx: int, state: _Pending) -> SongEmbedding:
-        from apexmusic.embed import _song_embedding
+        from apexmusic.embed import song_embedding
 
         order = sorted(state.vectors)
         vectors = np.stack([state.vectors[k] for k in order])
         valid = np.asarray([state.valid[k] for k in order])
         extras = {name: np.stack([state.extras[k][name] for k in order]) for name in state.extras[order[0]]}
-        return _song_embedding(
+        return song_embedding(
             self.songs[idx],
             state.sha256,
             state.duration_s,

@@ -216,7 +216,7 @@ def encode_batch(
     return vectors, extras
 
 
-def _song_embedding(
+def song_embedding(
     song: Song,
     sha: str,
     duration: float,
@@ -226,6 +226,9 @@ def _song_embedding(
     sample_rate: int,
     compat: str | None,
 ) -> SongEmbedding:
+    """A song's store row from its segment vectors: song-level layers (and extras) are the
+    segment values averaged with weights = valid seconds (a plain mean in reference compat).
+    The local and the Ray engine both assemble songs here."""
     layers, weights = combine_segments(vectors, valid, sample_rate, compat)
     song_extras = {
         k: (weights[:, None] * v.reshape(len(v), -1)).sum(0) / weights.sum() for k, v in extras.items()
@@ -274,7 +277,7 @@ class SongEmbedder:
         sha = file_sha256(song.path)
         stream = iter_segments(song.path, self.encoder.sample_rate, self.segment_config)
         vectors, valid, extras = self._encode_stream(stream)
-        return _song_embedding(
+        return song_embedding(
             song, sha, stream.duration_s, vectors, valid, extras, self.encoder.sample_rate, self.compat
         )
 
@@ -285,7 +288,7 @@ class SongEmbedder:
         segments = segment_array(audio, sr, self.encoder.sample_rate, self.segment_config)
         vectors, valid, extras = self._encode_stream(iter(segments))
         duration = audio.shape[0 if audio.ndim == 1 or audio.shape[0] > audio.shape[1] else 1] / sr
-        return _song_embedding(
+        return song_embedding(
             Song(id, path), sha, duration, vectors, valid, extras, self.encoder.sample_rate, self.compat
         )
 
@@ -328,7 +331,7 @@ def _check_finite(vectors: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _decode_song(
+def decode_song(
     idx: int, path: str, sha: str | None, sample_rate: int, segment: SegmentConfig
 ) -> Iterator[tuple]:
     """Messages for one song: ("seg", idx, k, audio, valid)... then ("end", ...) or ("fail", ...)."""
@@ -396,7 +399,7 @@ def _worker_main(
         if task is None:
             return
         idx, path, sha = task
-        messages = _decode_song(idx, path, sha, sample_rate, segment)
+        messages = decode_song(idx, path, sha, sample_rate, segment)
         if encoder is not None:
             messages = _encode_song(messages, encoder)
         try:
@@ -576,7 +579,7 @@ def _in_process_messages(
     tasks: list[tuple[int, str, str | None]], sample_rate: int, segment: SegmentConfig
 ) -> Iterator[tuple]:
     for idx, path, sha in tasks:
-        yield from _decode_song(idx, path, sha, sample_rate, segment)
+        yield from decode_song(idx, path, sha, sample_rate, segment)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,7 +862,7 @@ class _Run:
         vectors = np.stack([state.vectors[k] for k in order])
         valid = np.asarray([state.valid[k] for k in order])
         extras = {name: np.stack([state.extras[k][name] for k in order]) for name in state.extras[order[0]]}
-        embedding = _song_embedding(
+        embedding = song_embedding(
             state.song,
             state.sha256,
             state.duration_s,
