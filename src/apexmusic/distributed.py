@@ -37,7 +37,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from apexmusic.embed import (
     EmbedConfig,
     EmbedProgress,
     EmbedReport,
+    SongParts,
     StoreSink,
     build_encoder,
     default_batch_size,
@@ -375,19 +376,6 @@ def _unpack(data: bytes) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Pending:
-    vectors: dict[int, np.ndarray] = field(default_factory=dict)
-    valid: dict[int, int] = field(default_factory=dict)
-    extras: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
-    n_segments: int | None = None
-    duration_s: float = 0.0
-    sha256: str = ""
-
-    def complete(self) -> bool:
-        return self.n_segments is not None and len(self.vectors) == self.n_segments
-
-
 class _Assembler:
     """Turns the encoder's row stream into SongEmbeddings and Failures, each song once."""
 
@@ -396,7 +384,7 @@ class _Assembler:
         self.shape = (n_layers, dim)
         self.sample_rate = sample_rate
         self.compat = compat
-        self.pending: dict[int, _Pending] = {i: _Pending() for i in range(len(songs))}
+        self.pending: dict[int, SongParts] = {i: SongParts() for i in range(len(songs))}
 
     def add(self, batch: dict[str, np.ndarray]) -> Iterator[SongEmbedding | Failure]:
         for i, kind in enumerate(batch["kind"]):
@@ -422,7 +410,7 @@ class _Assembler:
                 del self.pending[idx]
                 yield self._song(idx, state)
 
-    def _song(self, idx: int, state: _Pending) -> SongEmbedding:
+    def _song(self, idx: int, state: SongParts) -> SongEmbedding:
         from apexmusic.embed import song_embedding
 
         order = sorted(state.vectors)

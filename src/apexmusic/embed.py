@@ -588,8 +588,10 @@ def _in_process_messages(
 
 
 @dataclass
-class _SongState:
-    song: Song
+class SongParts:
+    """One song's segment vectors as they arrive, in any order, until all of them are in
+    (the local engine's decoders and the Ray engine's actors both deliver them this way)."""
+
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
     valid: dict[int, int] = field(default_factory=dict)
     extras: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -599,6 +601,11 @@ class _SongState:
 
     def complete(self) -> bool:
         return self.n_segments is not None and len(self.vectors) == self.n_segments
+
+
+@dataclass(kw_only=True)
+class _SongState(SongParts):
+    song: Song
 
 
 class StoreSink:
@@ -763,7 +770,7 @@ class _Run:
                 continue
             if sha is not None:
                 owner[sha] = idx
-            self.states[idx] = _SongState(song)
+            self.states[idx] = _SongState(song=song)
             tasks.append((idx, song.path, sha))
         if self.copies:
             log.info(
