@@ -68,3 +68,11 @@ def predict_model_dir(tmp_path_factory, shared_data: Path) -> Path:
     root = tmp_path_factory.mktemp("predict-model")
     store = build_store(shared_data / "real-audio", root / "store")
     return train_tiny_model(store, root / "model")
+
+
+@pytest.fixture(scope="module")
+def predictor(predict_model_dir: Path):
+    """A Predictor over the session's test model, one per test module."""
+    from apexmusic.predict import Predictor
+
+    return Predictor.from_pretrained(predict_model_dir)

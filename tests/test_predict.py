@@ -28,11 +28,6 @@ JAZZ = "acestep_saxphone_jazz.opus"
 
 
 @pytest.fixture(scope="module")
-def predictor(predict_model_dir: Path) -> Predictor:
-    return Predictor.from_pretrained(predict_model_dir)
-
-
-@pytest.fixture(scope="module")
 def audio_dir(shared_data: Path) -> Path:
     return shared_data / "real-audio"
 
