@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 MAX_NONFINITE_FRACTION = 0.01
 MAX_ABS_SAMPLE = 16.0
 _RESAMPLE_QUALITY = "HQ"
+DECODER = "pyav"  # recorded in every EmbeddingSpec
+RESAMPLER = f"soxr-{_RESAMPLE_QUALITY.lower()}"
 _CHUNK_SAMPLES = 1 << 16  # decoded samples gathered before one soxr call
 
 

@@ -44,11 +44,19 @@ from typing import Any
 
 import numpy as np
 
-from apexmusic.audio import Segment, SegmentConfig, file_sha256, iter_segments, segment_array
+from apexmusic.audio import (
+    DECODER,
+    RESAMPLER,
+    Segment,
+    SegmentConfig,
+    file_sha256,
+    iter_segments,
+    segment_array,
+)
 from apexmusic.encoders import Encoder, load_encoder
 from apexmusic.errors import ApexError, ConfigError
 from apexmusic.sources import Song
-from apexmusic.store import EmbeddingStore, Failure, SongEmbedding
+from apexmusic.store import EmbeddingSpec, EmbeddingStore, Failure, SongEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +186,22 @@ def store_manifest(encoder: Encoder, config: EmbedConfig) -> dict[str, Any]:
         "code_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def spec_for(encoder: Encoder, config: EmbedConfig) -> EmbeddingSpec:
+    """The EmbeddingSpec of vectors that ``encoder`` makes under ``config``."""
+    manifest = store_manifest(encoder, config)
+    return EmbeddingSpec.from_dict(
+        {
+            **manifest,
+            "fingerprint": getattr(encoder, "fingerprint", None),
+            "pooling": "all_frames" if config.compat == REFERENCE else "valid_frames",
+            "decoder": DECODER,
+            "resampler": RESAMPLER,
+            "precision": getattr(encoder, "precision", None),
+            "version": manifest["code_version"],
+        }
+    )
 
 
 def combine_segments(
