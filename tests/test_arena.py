@@ -113,7 +113,14 @@ def test_music_arena_schema_any_case_empty_audio_and_invalid_rows(tmp_path):
     assert np.isnan(b.instrumental[2])
     assert b.score_names == ("q",)  # duration_a/_b are metadata, not a score
     assert np.isnan(b.scores_a["q"][2]) and b.scores_b["q"][2] == 3
-    assert b.counts() == {"n_battles": 4, "n_decisive": 2, "n_tie": 1, "n_both_bad": 1, "n_invalid": 3}
+    assert b.counts() == {
+        "n_battles": 4,
+        "n_decisive": 2,
+        "n_tie": 1,
+        "n_both_bad": 1,
+        "n_invalid": 3,
+        "n_duplicates": 0,
+    }
 
     # The same battles as one JSON file per battle in a folder (the released dataset layout).
     folder = tmp_path / "battle_data" / "01-2025JULAUG"
@@ -176,7 +183,9 @@ def test_scores_file_join_rule_and_unmatched_report(tmp_path):
     assert np.isnan(out.scores_a["coherence"][2:4]).all()
     assert (report.n_battles, report.n_matched, report.n_unmatched) == (5, 3, 2)
     assert [u["id"] for u in report.unmatched] == ["b2", "b3"] and report.n_ambiguous_keys >= 1
-    metrics = arena.evaluate_arena(out, arena.EvalConfig(n_bootstrap=20, folds=2, gb_max_iter=3), report)
+    metrics = arena.evaluate_arena(
+        out, arena.EvalConfig(n_bootstrap=20, folds=2, gb_max_iter=3, paper=None), report
+    )
     assert metrics["data"]["scores_join"]["n_unmatched"] == 2
     assert metrics["rules"]["coherence"]["n"] == 3 and metrics["rules"]["coherence"]["n_missing_scores"] == 2
 
@@ -227,7 +236,7 @@ def test_rule_metrics_equal_independent_computation():
 def test_rules_splits_composites_and_learned_ablation():
     records, songs, _ = synthetic_battles(n=400, informative=("coherence", "musicality", "clarity"))
     b = arena.battles_from_records(with_side_columns(records, songs))
-    metrics = arena.evaluate_arena(b, arena.EvalConfig(n_bootstrap=50, folds=5, gb_max_iter=20))
+    metrics = arena.evaluate_arena(b, arena.EvalConfig(n_bootstrap=50, folds=5, gb_max_iter=20, paper=None))
     rules = metrics["rules"]
     assert set(rules) == set(ALL_TASKS) | set(arena.COMPOSITES)
     assert set(rules["coherence"]["by_type"]) == {"instrumental", "vocal"}
@@ -440,12 +449,14 @@ def test_cli_eval_and_leaderboard_with_scores_file(tmp_path, capsys):
             "--folds",
             "3",
             "--no-pairs",
+            "--no-paper",
         ]
     )
     assert code == 1
     metrics = json.loads((out / "arena_metrics.json").read_text())
     assert metrics["data"]["n_both_bad"] == 1 and metrics["data"]["scores_join"]["n_unmatched"] == 1
     assert metrics["rules"]["coherence"]["n"] == 120 and "apex_all_z" in metrics["rules"]
+    assert "paper_protocol" not in metrics
     assert (out / "arena_accuracy.png").stat().st_size > 1000
     assert "rule coherence" in capsys.readouterr().out
 
