@@ -443,6 +443,7 @@ def test_official_board_subsets_follow_the_lyrics_capability_rule(caplog):
         (lambda: arena.LeaderboardConfig(C=0), "C"),
         (lambda: arena.PaperConfig(svm_kernels=("cubic",)), "svm_kernels"),
         (lambda: arena.PaperConfig(n_estimators=0), "n_estimators"),
+        (lambda: arena.PaperConfig(models=("xgboost",)), "models"),
     ],
 )
 def test_configs_validate_themselves(make, message):

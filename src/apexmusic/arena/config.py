@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from apexmusic.errors import ConfigError
 
 SUBSETS = ("all", "instrumental", "vocal")
+PAPER_MODELS = ("logistic_regression", "svm", "random_forest", "gradient_boosting", "adaboost")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -31,8 +32,11 @@ class PaperConfig:
     svm_kernels: tuple[str, ...] = ("linear", "rbf")
     svm_gammas: tuple[str, ...] = ("scale", "auto")
     inner_folds: int = 5  # the SVM's grid search
+    models: tuple[str, ...] = PAPER_MODELS
 
     def __post_init__(self) -> None:
+        unknown = set(self.models) - set(PAPER_MODELS)
+        _require(bool(self.models) and not unknown, f"models must be among {', '.join(PAPER_MODELS)}")
         _require(self.n_estimators >= 1, f"n_estimators must be >= 1 (got {self.n_estimators})")
         _require(self.max_depth >= 1, f"max_depth must be >= 1 (got {self.max_depth})")
         _require(self.learning_rate > 0, f"learning_rate must be > 0 (got {self.learning_rate})")

@@ -31,7 +31,6 @@ PAPER_REPORTED: dict[str, dict[str, float]] = {
     "adaboost": {"auc": 0.540, "f1": 0.255, "auc_instrumental": 0.584, "auc_vocal": 0.432},
 }
 PAPER_N_BATTLES = 1259
-MODELS = tuple(PAPER_REPORTED)
 
 
 def paper_scores(battles: Battles) -> tuple[str, ...]:
@@ -109,7 +108,9 @@ def evaluate_paper(battles: Battles, config: EvalConfig | None = None) -> dict:
     if folds < 2:
         return out | {"skipped": "fewer than two decisive battles of each outcome"}
     with threadpool_limits(1):  # small problems; the machine's cores are shared
-        out["models"] = {name: _cross_validate(name, data, folds, paper, config.seed) for name in MODELS}
+        out["models"] = {
+            name: _cross_validate(name, data, folds, paper, config.seed) for name in paper.models
+        }
     return out
 
 
