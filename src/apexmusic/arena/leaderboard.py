@@ -128,7 +128,7 @@ def arena_leaderboard(
     config: LeaderboardConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[LeaderboardRow]:
-    """The official Music Arena leaderboard, best first.
+    """The official Music Arena leaderboard of the battles of ``config.subset``, best first.
 
     Intervals as Music Arena computes them: score ± 1.96 · sd of the scores over bootstrap
     resamples of the battles (a system absent from a resample keeps its full-data score).

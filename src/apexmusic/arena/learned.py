@@ -28,7 +28,7 @@ def evaluate_learned(battles: Battles, config: EvalConfig | None = None) -> dict
     """
     from threadpoolctl import threadpool_limits
 
-    config = config or EvalConfig(paper=None)
+    config = config or EvalConfig()
     out = {}
     with threadpool_limits(1):  # tiny problems: threads only add overhead (and contend)
         for set_name, features in _feature_sets(battles.score_names).items():
@@ -44,6 +44,8 @@ def _feature_sets(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
 
 
 def decisive_differences(battles: Battles, features: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Score differences a - b [n, features] and labels (1: A won) of the decisive battles with
+    every feature scored."""
     x = np.stack([battles.scores_a[f] - battles.scores_b[f] for f in features], axis=1)
     keep = np.isin(battles.preference, ["A", "B"]) & np.isfinite(x).all(1)
     return x[keep], (battles.preference[keep] == "A").astype(int)

@@ -149,7 +149,7 @@ def _weighted_auc(w_pos: np.ndarray, w_neg: np.ndarray, onehot) -> np.ndarray:
 
 def evaluate_rules(battles: Battles, config: EvalConfig | None = None) -> dict:
     """``rules`` section: per rule the overall metrics, ``by_type`` and ``by_pair`` splits."""
-    config = config or EvalConfig(paper=None)
+    config = config or EvalConfig()
     out = {}
     for name, (a, b) in rule_scores(battles).items():
         diff = a - b
