@@ -152,6 +152,12 @@ def test_paper_protocol_in_arena_metrics_beside_the_published_figures():
     assert "paper_protocol" not in arena.evaluate_arena(battles, _config(folds=3, paper=None))
     few = arena.battles_from_records(popularity_battles(n=3, seed=5))
     assert "skipped" in arena.evaluate_paper(few, _config())
+    # Two battles of one outcome: two folds; the SVM's inner search has too few, the rest run.
+    rows = popularity_battles(n=12, seed=5)
+    for k, row in enumerate(rows):
+        row["preference"] = "B" if k < 2 else "A"
+    models = arena.evaluate_paper(arena.battles_from_records(rows), _config())["models"]
+    assert "too few" in models["svm"]["skipped"] and models["logistic_regression"]["n"] == 12
 
 
 def test_real_battles_with_tj_scores(shared_data):

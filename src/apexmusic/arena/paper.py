@@ -17,6 +17,7 @@ import numpy as np
 
 from apexmusic.arena.battles import Battles
 from apexmusic.arena.config import EvalConfig, PaperConfig
+from apexmusic.errors import DataError
 from apexmusic.tasks import POPULARITY_TASKS
 
 POPULARITY_MEAN = "popularity_mean"
@@ -108,10 +109,15 @@ def evaluate_paper(battles: Battles, config: EvalConfig | None = None) -> dict:
     if folds < 2:
         return out | {"skipped": "fewer than two decisive battles of each outcome"}
     with threadpool_limits(1):  # small problems; the machine's cores are shared
-        out["models"] = {
-            name: _cross_validate(name, data, folds, paper, config.seed) for name in paper.models
-        }
+        out["models"] = {name: _model_entry(name, data, folds, paper, config.seed) for name in paper.models}
     return out
+
+
+def _model_entry(name: str, data: dict, folds: int, paper: PaperConfig, seed: int) -> dict:
+    try:
+        return _cross_validate(name, data, folds, paper, seed)
+    except DataError as exc:
+        return {"skipped": str(exc)}
 
 
 def _cross_validate(name: str, data: dict, folds: int, paper: PaperConfig, seed: int) -> dict:
@@ -182,9 +188,10 @@ def make_model(name: str, paper: PaperConfig, seed: int):
 
 class TunedSVM:
     """Standardised features → SVC with balanced class weights, C / kernel / gamma chosen by an
-    inner stratified k-fold grid search on AUC. Classes come from the SVC's decision function;
-    probabilities from Platt scaling fitted on inner cross-validated decisions (what
-    ``SVC(probability=True)`` did, the paper's setting, before scikit-learn deprecated it).
+    inner stratified k-fold grid search on AUC (fewer folds when a class is smaller). Classes
+    come from the SVC's decision function; probabilities from Platt scaling fitted on inner
+    cross-validated decisions (what ``SVC(probability=True)`` did, the paper's setting, before
+    scikit-learn deprecated it).
     """
 
     def __init__(self, paper: PaperConfig, seed: int):
@@ -207,11 +214,14 @@ class TunedSVM:
             "svc__kernel": list(self.paper.svm_kernels),
             "svc__gamma": list(self.paper.svm_gammas),
         }
-        search = GridSearchCV(self._pipeline(), grid, cv=self.paper.inner_folds, scoring="roc_auc")
+        inner = min(self.paper.inner_folds, int(np.bincount(y, minlength=2).min()))
+        if inner < 2:
+            raise DataError("too few battles of one outcome for the SVM's inner cross-validation")
+        search = GridSearchCV(self._pipeline(), grid, cv=inner, scoring="roc_auc")
         self.model = search.fit(x, y).best_estimator_
         self.best_params_ = search.best_params_
         best = self._pipeline().set_params(**search.best_params_)
-        self.platt = CalibratedClassifierCV(best, method="sigmoid", cv=self.paper.inner_folds, ensemble=False)
+        self.platt = CalibratedClassifierCV(best, method="sigmoid", cv=inner, ensemble=False)
         self.platt.fit(x, y)
         return self
 
