@@ -731,6 +731,9 @@ def _cmd_arena_eval(args) -> int:
                 )
     paper = metrics.get("paper_protocol", {})
     for model, m in paper.get("models", {}).items():
+        if "skipped" in m:
+            print(f"  paper protocol {model:20s} skipped: {m['skipped']}")
+            continue
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
         print(
             f"  paper protocol {model:20s} auc {auc}  f1 {m['f1']:.3f}"

@@ -480,6 +480,8 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
                 )
     paper = arena.get("paper_protocol", {})
     for model, m in paper.get("models", {}).items():
+        if "skipped" in m:
+            continue
         published = paper["published"][model]
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
         rows.append(
