@@ -131,7 +131,9 @@ def test_tiny_random_mert_gives_the_local_vectors(ray_session, short_songs, tmp_
     config = EmbedConfig(
         encoder="mert-v1-95m", weights="random", segment_seconds=20.0, workers=1, batch_size=4
     )
-    monkeypatch.setattr(embed, "build_encoder", lambda config: _tiny_mert())  # the local engine's encoder
+    monkeypatch.setattr(
+        embed.local, "build_encoder", lambda config: _tiny_mert()
+    )  # the local engine's encoder
     songs = short_songs[:2]
     local = embed_inputs(songs, tmp_path / "local", config)
     assert local.n_failed == 0
