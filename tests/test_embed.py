@@ -14,7 +14,7 @@ from apexmusic.audio import SegmentConfig
 from apexmusic.cli import main
 from apexmusic.embed import EmbedConfig, SongEmbedder, embed_inputs
 from apexmusic.encoders.handcrafted import HandcraftedEncoder
-from apexmusic.errors import StoreError
+from apexmusic.errors import ConfigError, StoreError
 from apexmusic.sources import Song, resolve_inputs
 from apexmusic.store import EmbeddingStore
 
@@ -186,6 +186,27 @@ def test_cli_exit_codes(tmp_path, capsys):
         main(["embed", str(songs[0].path), "--out", str(tmp_path / "w"), "--precision", "fp8"])
     assert exit_info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"precision": "fp8"},
+        {"compat": "reference", "segment_seconds": 10.0},
+        {"compat": "reference", "precision": "bf16"},
+        {"compat": "nope"},
+        {"batch_size": 0},
+        {"workers": -1},
+        {"shard_songs": 0},
+        {"segment_seconds": 0.0},
+        {"hop_seconds": 40.0},
+        {"max_seconds": -1.0},
+        {"encoder": ""},
+    ],
+)
+def test_an_embed_config_checks_itself_on_construction(settings):
+    with pytest.raises(ConfigError):
+        EmbedConfig(**settings)
 
 
 def test_an_interrupted_run_keeps_finished_songs_and_resume_completes_it(tmp_path):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+@contextmanager
+def ray_connected(settings: RaySettings) -> Iterator[None]:
+    """Ray for the duration of the block; shut down afterwards only if this call started it."""
+    started = connect(settings.address, settings.num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
 def _quiet_ray_data() -> None:
     import ray
 
@@ -165,14 +179,8 @@ def embed_inputs_ray(
     config.validate()
     settings = RaySettings(ray_address, num_cpus, num_gpus_per_actor, concurrency, max_retries=max_retries)
     start = time.monotonic()  # the report's wall time includes starting or reaching Ray
-    started_ray = connect(settings.address, settings.num_cpus)
-    try:
+    with ray_connected(settings):
         return _embed(songs, out_dir, config, on_progress, settings, encoder_factory, start)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
 
 
 def _embed(
@@ -199,14 +207,7 @@ def _embed(
         sink.flush()
     report = sink.report(out_dir)
     record_run(
-        store,
-        report,
-        "ray",
-        actors=plan.actors,
-        gpus_per_actor=plan.gpus_per_actor,
-        batch_size=info.batch_size,
-        device=config.device,
-        precision=config.precision,
+        store, report, config, "ray", info.batch_size, actors=plan.actors, gpus_per_actor=plan.gpus_per_actor
     )
     return report
 
@@ -250,14 +251,8 @@ def predict_inputs_ray(
     config = config or PredictConfig()
     settings = RaySettings(ray_address, num_cpus, num_gpus_per_actor, concurrency)
     start = time.perf_counter()
-    started_ray = connect(settings.address, settings.num_cpus)
-    try:
+    with ray_connected(settings):
         return _predict(songs, model_dir, out_file, config, on_progress, settings, start)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
 
 
 def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySettings, started: float):
@@ -339,5 +334,6 @@ __all__ = [
     "plan_resources",
     "predict_inputs_ray",
     "probe_encoder",
+    "ray_connected",
     "run_pipeline",
 ]

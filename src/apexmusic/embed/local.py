@@ -224,13 +224,5 @@ def embed_inputs(
     run = _Run(todo, store, encoder, config, n_skipped, on_progress)
     run.run()
     report = run.sink.report(out_dir)
-    record_run(
-        store,
-        report,
-        "local",
-        workers=run.workers_used,
-        batch_size=run.batch_size,
-        device=config.device,
-        precision=config.precision,
-    )
+    record_run(store, report, config, "local", run.batch_size, workers=run.workers_used)
     return report

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from apexmusic.embed.config import EmbedProgress, EmbedReport
+from apexmusic.embed.config import EmbedConfig, EmbedProgress, EmbedReport
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, EmbeddingStore, Failure, SongEmbedding
 
@@ -121,8 +121,15 @@ def open_run(
     return store, todo, n_skipped
 
 
-def record_run(store: EmbeddingStore, report: EmbedReport, engine: str, **details: Any) -> None:
-    """The manifest's ``last_run`` block: counts, timings and the engine's own ``details``."""
+def record_run(
+    store: EmbeddingStore,
+    report: EmbedReport,
+    config: EmbedConfig,
+    engine: str,
+    batch_size: int,
+    **details: Any,
+) -> None:
+    """The manifest's ``last_run`` block: counts, timings, settings and the engine's ``details``."""
     store.update_manifest(
         last_run={
             "engine": engine,
@@ -132,6 +139,9 @@ def record_run(store: EmbeddingStore, report: EmbedReport, engine: str, **detail
             "songs_cached": report.n_cached,
             "audio_seconds": round(report.audio_seconds, 3),
             "wall_seconds": round(report.wall_seconds, 3),
+            "batch_size": batch_size,
+            "device": config.device,
+            "precision": config.precision,
             **details,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
