@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from apexmusic.embed import EmbedConfig, embed_inputs
+from apexmusic.encoders import EncoderBase
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingStore
 
@@ -161,7 +162,7 @@ def test_object_store_uris_are_fetched_by_the_workers(ray_session, short_songs, 
 # ---- fault tolerance ------------------------------------------------------------------------
 
 
-class _DiesOnce:
+class _DiesOnce(EncoderBase):
     """The handcrafted encoder, except that the first encode call anywhere kills its process,
     and (with ``poison``) so does every batch holding a segment of exactly ``poison`` samples."""
 
