@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from apexmusic.errors import StoreError
+from apexmusic.errors import ConfigError, StoreError
 from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
@@ -194,11 +194,10 @@ class EmbeddingStore:
     def spec(self) -> EmbeddingSpec:
         """The EmbeddingSpec of every vector in this store (read from the manifest)."""
         if self._spec is None:
+            manifest = self.manifest()
             try:
-                self._spec = EmbeddingSpec.from_dict(self.manifest())
-            except StoreError:
-                raise
-            except Exception as exc:  # ConfigError from a damaged or foreign manifest
+                self._spec = EmbeddingSpec.from_dict(manifest)
+            except (ConfigError, TypeError, ValueError) as exc:  # a damaged or foreign manifest
                 raise StoreError(f"{self.manifest_path} holds no usable embedding spec: {exc}") from exc
         return self._spec
 
@@ -370,7 +369,7 @@ def shard_spec(path: str | Path) -> EmbeddingSpec | None:
         return None
     try:
         return EmbeddingSpec.from_json(text)
-    except Exception as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise StoreError(f"shard {path} carries an unreadable embedding spec: {exc}") from exc
 
 
