@@ -1,6 +1,6 @@
 """The embedding store: a folder of Parquet shards, ``manifest.json`` and ``failures.jsonl``.
 
-One row per song (DESIGN.md): ``id``, ``path``, ``sha256``, ``duration_s``, ``n_segments``,
+One row per song: ``id``, ``path``, ``sha256``, ``duration_s``, ``n_segments``,
 ``layers`` (song-level per-layer vectors, ``[n_layers, dim]`` flattened), ``segments``
 (per-segment per-layer vectors, ``[n_segments, n_layers, dim]`` flattened) and
 ``segment_weights`` (the weight of each segment in the song mean: its valid seconds, or 1 for
