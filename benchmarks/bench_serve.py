@@ -145,20 +145,10 @@ def load_test(model_dir: Path, n_requests: int, concurrency: int, clip_s: float)
 
 def build_big_store(out: Path, n_rows: int, dim: int, shard_rows: int = 100_000) -> Path:
     """A handcrafted-shaped store of ``n_rows`` songs written through EmbeddingStore."""
-    from apexmusic.store import EmbeddingStore, SongEmbedding
+    from apexmusic.store import EmbeddingSpec, EmbeddingStore, SongEmbedding
 
-    manifest = {
-        "encoder": "handcrafted",
-        "weights": "none",
-        "n_layers": 1,
-        "dim": dim,
-        "sample_rate": 22050,
-        "segment_seconds": 30.0,
-        "hop_seconds": 30.0,
-        "compat": None,
-        "encoder_settings": {},
-    }
-    store = EmbeddingStore.create(out, manifest)
+    spec = EmbeddingSpec(encoder="handcrafted", weights="none", n_layers=1, dim=dim, sample_rate=22050)
+    store = EmbeddingStore.create(out, spec)
     rng = np.random.default_rng(0)
     one = np.ones(1, np.float32)
     for start in range(0, n_rows, shard_rows):

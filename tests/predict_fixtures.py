@@ -45,11 +45,9 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
 
     from apexmusic.model import HeadConfig, ScoringModel, build_net
     from apexmusic.store import EmbeddingStore
-    from apexmusic.train import encoder_spec_from_manifest
 
     store = EmbeddingStore.open(store_dir)
     data = store.load(with_segments=True)
-    manifest = data.manifest
     rows = np.concatenate([data.layers, *data.segments])  # songs + segments, [N, L, D]
     std = rows.std(0) + 1e-6
     rng = np.random.default_rng(seed)
@@ -59,7 +57,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
     targets = synthetic_targets((mixed - mean) / mixed_std, seed)
 
     torch.manual_seed(seed)
-    n_layers, dim = int(manifest["n_layers"]), int(manifest["dim"])
+    n_layers, dim = data.spec.shape
     net = build_net(HeadConfig(n_layers=n_layers, dim=dim, mixing="mean"), seed=seed)
     net.norm_mean.copy_(torch.from_numpy(mean))
     net.norm_std.copy_(torch.from_numpy(mixed_std))
@@ -80,7 +78,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
         net.eval()
     finally:
         torch.set_num_threads(threads)
-    spec = encoder_spec_from_manifest(manifest)  # the same spec `apexmusic train` records
+    spec = {"name": data.spec.encoder, **data.spec.to_dict()}  # the spec `apexmusic train` records
     model = ScoringModel(
         net=net,
         encoder_spec=spec,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from apexmusic.embed import EmbedConfig, embed_inputs
+from apexmusic.encoders import EncoderBase
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingStore
 
@@ -131,7 +132,9 @@ def test_tiny_random_mert_gives_the_local_vectors(ray_session, short_songs, tmp_
     config = EmbedConfig(
         encoder="mert-v1-95m", weights="random", segment_seconds=20.0, workers=1, batch_size=4
     )
-    monkeypatch.setattr(embed, "build_encoder", lambda config: _tiny_mert())  # the local engine's encoder
+    monkeypatch.setattr(
+        embed.local, "build_encoder", lambda config: _tiny_mert()
+    )  # the local engine's encoder
     songs = short_songs[:2]
     local = embed_inputs(songs, tmp_path / "local", config)
     assert local.n_failed == 0
@@ -159,7 +162,7 @@ def test_object_store_uris_are_fetched_by_the_workers(ray_session, short_songs, 
 # ---- fault tolerance ------------------------------------------------------------------------
 
 
-class _DiesOnce:
+class _DiesOnce(EncoderBase):
     """The handcrafted encoder, except that the first encode call anywhere kills its process,
     and (with ``poison``) so does every batch holding a segment of exactly ``poison`` samples."""
 

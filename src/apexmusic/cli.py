@@ -167,6 +167,34 @@ def _cmd_embed(args) -> int:
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
 
 
+@_command
+def _add_store(sub):
+    p = sub.add_parser("store", help="inspect and mend embedding stores")
+    store_sub = p.add_subparsers(dest="store_command", metavar="STORE_COMMAND")
+    p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
+    r = store_sub.add_parser(
+        "repair",
+        help="rebuild a store's manifest.json from the embedding spec its shards carry",
+        description="Every shard records the settings its vectors were made with; this rewrites "
+        "DIR/manifest.json from them. Refused when the shards disagree or predate that record.",
+    )
+    r.add_argument("store", metavar="DIR", help="embedding store folder")
+    r.set_defaults(handler=_cmd_store_repair)
+
+
+def _cmd_store_repair(args) -> int:
+    from apexmusic.store import EmbeddingStore, repair_manifest
+
+    spec = repair_manifest(args.store)
+    n_shards = len(EmbeddingStore(args.store).shards())
+    print(
+        f"rebuilt {args.store}/manifest.json from {n_shards} shards: encoder {spec.encoder} "
+        f"({spec.n_layers}x{spec.dim}), {spec.segment_seconds:g} s segments every {spec.hop:g} s"
+        + (f", compat {spec.compat}" if spec.compat else "")
+    )
+    return EXIT_OK
+
+
 def _run_on_ray(engine_function: str, *positional, args, on_progress):
     """Call ``apexmusic.distributed.<engine_function>`` with the ``--ray-*`` flags."""
     from apexmusic.errors import ConfigError

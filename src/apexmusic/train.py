@@ -232,7 +232,7 @@ def train(
     epochs_run = len(history)
     model = ScoringModel(
         net=net.cpu(),
-        encoder_spec=encoder_spec_from_manifest(store.manifest),
+        encoder_spec={"name": store.spec.encoder, **store.spec.to_dict()},  # readers still look up "name"
         targets={
             "labels": dataset.labels.source,
             "popularity": dataset.labels.popularity,
@@ -462,22 +462,6 @@ def fit_standardisation(net: ApexNet, x: np.ndarray, chunk: int = 65536) -> None
 def _label_counts(dataset: Dataset, index: np.ndarray) -> dict[str, int]:
     y = dataset.targets[index]
     return {t: int(np.isfinite(y[:, i]).sum()) for i, t in enumerate(dataset.tasks)}
-
-
-def encoder_spec_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What embedding produced the data: the part of a store manifest a model must match."""
-    keys = (
-        "weights",
-        "segment_seconds",
-        "hop_seconds",
-        "compat",
-        "n_layers",
-        "dim",
-        "sample_rate",
-        "encoder_settings",
-        "config_hash",
-    )
-    return {"name": manifest.get("encoder"), **{k: manifest.get(k) for k in keys}}
 
 
 # ---- evaluation of a saved model -------------------------------------------------------------
