@@ -45,7 +45,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
 
     from apexmusic.model import HeadConfig, ScoringModel, build_net
     from apexmusic.store import EmbeddingStore
-    from apexmusic.train import encoder_spec_from_manifest
+    from apexmusic.store import EmbeddingSpec
 
     store = EmbeddingStore.open(store_dir)
     data = store.load(with_segments=True)
@@ -80,7 +80,7 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
         net.eval()
     finally:
         torch.set_num_threads(threads)
-    spec = encoder_spec_from_manifest(manifest)  # the same spec `apexmusic train` records
+    spec = EmbeddingSpec.from_dict(manifest)  # the same spec `apexmusic train` records
     model = ScoringModel(
         net=net,
         encoder_spec=spec,

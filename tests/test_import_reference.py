@@ -94,7 +94,7 @@ def test_imported_model_equals_the_reference_on_768d_inputs(tmp_path, tasks, n_s
     model = ScoringModel.from_pretrained(tmp_path / "model")
     assert model.tasks == tuple(tasks) and model.config.shared == n_shared
     assert model.config.mixing == "reference" and not model.config.standardize
-    assert model.encoder_spec["compat"] == "reference" and model.training["epoch"] == 37
+    assert model.encoder_spec.compat == "reference" and model.training["epoch"] == 37
     x = np.random.default_rng(3).standard_normal((64, 768)).astype(np.float32)
     ours = model.predict_layers(x[:, None, :])
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_imported_model_equals_the_reference_on_768d_inputs(tmp_path, tasks, n_s
 def test_imported_model_mixes_13_hidden_states_like_the_reference(tmp_path):
     reference = _reference_checkpoint(tmp_path / "best_model.pt", TASKS, 2, seed=4)
     model = import_reference_checkpoint(tmp_path / "best_model.pt")  # default: 13 hidden states
-    assert model.config.n_layers == 13 and model.encoder_spec["n_layers"] == 13
+    assert model.config.n_layers == 13 and model.encoder_spec.n_layers == 13
     hidden = np.random.default_rng(5).standard_normal((16, 13, 768)).astype(np.float32)
     ours = model.predict_layers(hidden)
     with torch.no_grad():

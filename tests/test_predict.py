@@ -336,12 +336,12 @@ def test_score_store_refuses_a_store_embedded_differently(predict_model_dir, tmp
 def test_store_jsonl_writer_escapes_strings_and_keeps_floats_exact():
     import pyarrow as pa
 
-    from apexmusic.predict import _jsonl_lines
+    from apexmusic.predict import jsonl_lines
 
     ids = ["plain", 'quote"d', "back\\slash", "new\nline", "ünï"]
     values = np.array([0.1, 53.25123596191406, 1e-7, 3.0, 2.5], np.float32).astype(np.float64)
     for id_column in (ids, pa.array(ids)):
-        text = _jsonl_lines({"id": id_column, "path": pa.array(["/a"] * 5), "score": values}).decode()
+        text = jsonl_lines({"id": id_column, "path": pa.array(["/a"] * 5), "score": values}).decode()
         rows = [json.loads(line) for line in text.splitlines()]
         assert [r["id"] for r in rows] == ids
         assert [r["score"] for r in rows] == values.tolist()

@@ -390,7 +390,7 @@ def _cmd_evaluate(args) -> int:
         model.tasks,
         args.preset,
         popularity,
-        with_segments=model.training.get("mode") == "segment",
+        with_segments=model.pooling == "segment",
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
