@@ -140,7 +140,9 @@ def test_save_load_round_trip_gives_equal_predictions(tmp_path, mixing):
     loaded = ScoringModel.from_pretrained(tmp_path / "m")
     after = loaded.predict_layers(layers)
     assert loaded.tasks == ALL_TASKS and loaded.model_id == model.model_id and loaded.model_id
-    assert loaded.encoder_spec == model.encoder_spec and loaded.card["metrics"]["coherence"]["spearman"] == 0.5
+    assert (
+        loaded.encoder_spec == model.encoder_spec and loaded.card["metrics"]["coherence"]["spearman"] == 0.5
+    )
     for task in ALL_TASKS:
         np.testing.assert_array_equal(after[task], before[task])
     np.testing.assert_allclose(loaded.layer_weights(), model.layer_weights())
