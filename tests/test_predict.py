@@ -204,13 +204,14 @@ def test_fallback_comparison_is_symmetric_and_matches_its_formula():
 
 def test_compare_uses_comparator_json_when_present(predict_model_dir, tmp_path, audio_dir, capsys):
     from apexmusic.arena import PreferenceComparator
+    from apexmusic.model import ModelDir
 
     model_dir = tmp_path / "model"
     shutil.copytree(predict_model_dir, model_dir)
     comp = PreferenceComparator(
         features=("musicality",), coef=np.array([2.0]), scale=np.array([0.5]), n_train=10
     )
-    (model_dir / "comparator.json").write_text(json.dumps(comp.to_dict()))
+    ModelDir(model_dir).save_comparator(comp)
     code = main(
         ["compare", str(audio_dir / HIPHOP), str(audio_dir / JAZZ), "--model", str(model_dir), "--json"]
     )

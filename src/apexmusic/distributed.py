@@ -706,15 +706,9 @@ def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySetti
 
 def _predict_run(run: Any, model_dir, config, on_progress, settings: RaySettings) -> None:
     from apexmusic.errors import ApexError
-    from apexmusic.predict import Predictor, check_duration
+    from apexmusic.predict import check_duration
 
-    predictor = Predictor.from_pretrained(
-        model_dir,
-        weights=config.weights,
-        device=config.device,
-        mc_samples=config.mc_samples,
-        max_seconds=config.max_seconds,
-    )
+    predictor = config.load_predictor(model_dir)
     embedder = predictor.embedder
     make_encoder = _SpecEncoder(
         predictor.model.encoder_spec, config.weights, config.device, config.max_seconds

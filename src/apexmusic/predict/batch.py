@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -50,8 +51,18 @@ class PredictConfig:
             raise ConfigError(f"mc_samples must be 0 or more, got {self.mc_samples}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be positive, got {self.max_seconds}")
-        if not self.device:
-            raise ConfigError("device must be auto, cpu or cuda[:N]")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
+
+    def load_predictor(self, model_dir: str | Path) -> Predictor:
+        """The Predictor for ``model_dir`` under these settings."""
+        return Predictor.from_pretrained(
+            model_dir,
+            weights=self.weights,
+            device=self.device,
+            mc_samples=self.mc_samples,
+            max_seconds=self.max_seconds,
+        )
 
 
 @dataclass
@@ -165,13 +176,7 @@ def predict_inputs(
     run = start_predict_run(songs, out_file, config, on_progress)
     try:
         if run.todo:
-            predictor = predictor or Predictor.from_pretrained(
-                model_dir,
-                weights=config.weights,
-                device=config.device,
-                mc_samples=config.mc_samples,
-                max_seconds=config.max_seconds,
-            )
+            predictor = predictor or config.load_predictor(model_dir)
             for result in predictor.iter_predict(run.todo, config.batch_size, on_progress=on_progress):
                 if isinstance(result, Failure):
                     run.fail(result)
