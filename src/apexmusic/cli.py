@@ -559,6 +559,7 @@ def _cmd_compare(args) -> int:
     import json
 
     from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
+    from apexmusic.model import COMPARATOR_FILE
     from apexmusic.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
@@ -571,7 +572,7 @@ def _cmd_compare(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     method = (
-        "arena comparator (comparator.json)"
+        f"arena comparator ({COMPARATOR_FILE})"
         if result.method == "comparator"
         else "fallback: logistic of mean standardised score difference, uncalibrated"
     )
