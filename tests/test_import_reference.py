@@ -152,7 +152,6 @@ def _published_pipeline_vector(mert, audio: np.ndarray, segment: int) -> np.ndar
     return torch.stack(vectors).mean(0).numpy()
 
 
-@pytest.mark.slow  # a 12-layer (tiny-width) MERT over three 30 s segments, three times
 def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
     tmp_path, monkeypatch, shared_data, caplog
 ):
