@@ -61,21 +61,9 @@ def test_a_segment_mode_model_scores_alike_on_every_path(segment_model_setup, tm
     _assert_close(dict(zip(dataset.labels.ids, pred, strict=True)), want, tol, "evaluate")
 
     # predict --embeddings
-    assert (
-        main(
-            [
-                "predict",
-                "--embeddings",
-                str(store),
-                "--model",
-                str(model_dir),
-                "--out",
-                str(tmp_path / "s.jsonl"),
-            ]
-        )
-        == 0
-    )
-    rows = _rows(tmp_path / "s.jsonl")
+    scored = tmp_path / "s.jsonl"
+    assert main(["predict", "--embeddings", str(store), "--model", str(model_dir), "--out", str(scored)]) == 0
+    rows = _rows(scored)
     _assert_close(
         {k: [r[t] for t in model.tasks] for k, r in rows.items()}, want, tol, "predict --embeddings"
     )
