@@ -31,6 +31,7 @@ from apexmusic.store import EmbeddingSpec, EmbeddingStore, Failure
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
+SEGMENTS_PER_SONG = 8  # a typical song in 30 s segments, for sizing store-scoring batches
 
 
 @dataclass
@@ -225,6 +226,8 @@ def score_store(
     tmp = out_file.with_name(f".{out_file.name}.{uuid.uuid4().hex[:8]}.tmp")
     writer = open_writer(tmp, resume=False, overwrite=True, fmt=suffix)
     by_segment = model.pooling == "segment"
+    if by_segment:  # a song brings several segment vectors: keep a batch's memory near song mode's
+        batch_size = max(1, batch_size // SEGMENTS_PER_SONG)
     n_rows = 0
     try:
         for ids, paths, layers, segments, weights in _iter_store_batches(store, batch_size, spec, by_segment):
