@@ -70,7 +70,8 @@ def score_songs(
     n_tasks = len(model.tasks)
     if n_songs == 0:
         return SongScores(np.zeros((0, n_tasks)), [] if with_segments else None)
-    out = model.predict_layers(np.concatenate(parts).astype(np.float32, copy=False), batch_size=batch_size)
+    x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    out = model.predict_layers(x.astype(np.float32, copy=False), batch_size=batch_size)
     scores = np.stack([out[t] for t in model.tasks], 1)
     seg_scores = scores[len(scores) - sum(counts) :]
     if by_segment:
