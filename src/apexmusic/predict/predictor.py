@@ -246,9 +246,10 @@ class Predictor:
         if probs is None or labels is None:
             return None
         probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim == 2:  # per segment: weight by valid seconds like the song vector
-            w = np.asarray(song.segment_weights, dtype=np.float64)
-            probs = (probs * w[:, None]).sum(0) / max(w.sum(), 1e-9)
+        if probs.ndim == 2:  # per segment: pooled with the segment weights, like the song vector
+            from apexmusic.model import weighted_song_mean
+
+            probs = weighted_song_mean(probs, np.zeros(len(probs), int), song.segment_weights, 1)[0]
         top = np.argsort(-probs)[:N_TOP_TAGS]
         return [(str(labels[i]), round(float(probs[i]), 4)) for i in top if i < len(labels)]
 
