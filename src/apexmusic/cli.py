@@ -418,7 +418,7 @@ def _cmd_evaluate(args) -> int:
         model.tasks,
         args.preset,
         popularity,
-        with_segments=model.training.get("mode") == "segment",
+        with_segments=model.pooling == "segment",
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
@@ -587,6 +587,7 @@ def _cmd_compare(args) -> int:
     import json
 
     from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
+    from apexmusic.model import COMPARATOR_FILE
     from apexmusic.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
@@ -599,7 +600,7 @@ def _cmd_compare(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     method = (
-        "arena comparator (comparator.json)"
+        f"arena comparator ({COMPARATOR_FILE})"
         if result.method == "comparator"
         else "fallback: logistic of mean standardised score difference, uncalibrated"
     )

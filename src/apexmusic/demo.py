@@ -201,7 +201,9 @@ def _run_pipeline(
 
     model_dir = save_training_outputs(full, out / "model")
     save_training_outputs(pop, out / "model-popularity")
-    arena.pop("comparator").save(Path(model_dir) / "comparator.json")
+    from apexmusic.model import ModelDir
+
+    ModelDir(model_dir).save_comparator(arena.pop("comparator"))
     headline = _headline(evaluation, arena)
     details = {
         "evaluation": evaluation,
