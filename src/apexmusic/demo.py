@@ -36,6 +36,7 @@ import numpy as np
 from apexmusic.arena import write_json
 from apexmusic.errors import ConfigError, StoreError
 from apexmusic.metrics import rowwise_spearman
+from apexmusic.paths import output_dir
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def run_demo(
     """Run the whole demo into ``out_dir``; return (and write) the summary."""
     config = config or DemoConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     progress = on_progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     started = time.perf_counter()

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from apexmusic.paths import output_dir
+
 log = logging.getLogger(__name__)
 
 METRICS = ("mse", "mae", "pearson", "spearman", "kendall", "r2")
@@ -182,7 +184,7 @@ def _ranked(ids: list[str], y_true: np.ndarray, y_pred: np.ndarray, k: int) -> d
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> Path:
     """``metrics.json`` (``{task: {metric: value}}``), ``rankings.json``, ``per_platform.json``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(_finite(evaluation.metrics), indent=2))
     (out_dir / "rankings.json").write_text(json.dumps(_finite(evaluation.rankings), indent=2))
     if evaluation.per_platform:

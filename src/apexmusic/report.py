@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import InputError
+from apexmusic.paths import output_dir
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS, TASKS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def write_report(source: str | Path, out_file: str | Path) -> Path:
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(parts) + "</body></html>"
     )
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(out_file.parent)
     out_file.write_text(page, encoding="utf-8")
     return out_file
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from apexmusic.choices import COHORTS
 from apexmusic.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class PopularityConfig:
     def __post_init__(self) -> None:
         if not np.isfinite(self.exponent) or self.exponent <= 0:
             raise ConfigError(f"popularity exponent must be > 0, not {self.exponent}")
-        if self.cohort not in (None, "none", *COHORT_SECONDS):
+        if self.cohort not in (None, *COHORTS):
             raise ConfigError(f"cohort must be week, month or none, not {self.cohort!r}")
         if self.cohort == "none":
             self.cohort = None

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from apexmusic import devices
+from apexmusic.choices import LOSSES, TRAIN_PRECISIONS
 from apexmusic.data import Dataset, Split, SplitConfig, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
@@ -49,7 +50,6 @@ from apexmusic.tasks import POPULARITY_TASKS, tasks_for
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("equal", "weighted", "uncertainty")
 MODES = POOLINGS  # the training mode is the model's inference pooling rule
 
 
@@ -88,8 +88,8 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"precision must be one of {TRAIN_PRECISIONS}, not {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
         SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)

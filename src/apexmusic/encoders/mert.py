@@ -338,10 +338,11 @@ def download_snapshot(hub_id: str) -> Path:
             ],
         )
     except Exception as exc:
+        log.info("fetching %s failed: %s: %s", hub_id, type(exc).__name__, exc)
         raise ModelLoadError(
-            f"cannot fetch MERT weights {hub_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            "Offline? Download the checkpoint folder elsewhere and pass --weights /path/to/folder, "
-            "or use --weights random for timing only."
+            f"cannot fetch MERT weights {hub_id!r} from the Hugging Face hub (offline?); download the "
+            "checkpoint folder elsewhere and pass --weights /path/to/folder, or --weights random for "
+            "timing only (-v shows the hub's error)"
         ) from None
     return Path(folder)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from apexmusic.errors import ModelLoadError
+from apexmusic.paths import output_dir
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +110,7 @@ class ModelDir:
         """Write config, weights and card (creating the folder)."""
         from safetensors.torch import save_file
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        output_dir(self.root, "model directory")
         metadata = {"format": "pt", "model_id": str(config.get("model_id", ""))}
         save_file(state, str(self.weights_path), metadata=metadata)
         self.config_path.write_text(json.dumps(config, indent=2, default=_json_default), encoding="utf-8")
@@ -130,7 +131,7 @@ class ModelDir:
         return PreferenceComparator.load(self.comparator_path)
 
     def save_comparator(self, comparator: PreferenceComparator) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        output_dir(self.root, "model directory")
         comparator.save(self.comparator_path)
         return self.comparator_path
 

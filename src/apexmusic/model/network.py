@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apexmusic import devices
+from apexmusic.choices import MIXINGS
 from apexmusic.compat import REFERENCE_LAYERS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.tasks import ALL_TASKS, TASKS
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 
 TRUNK_DIMS: dict[int, tuple[int, ...]] = {2: (512, 256), 3: (512, 384, 256)}
 BRANCH_DIMS: tuple[int, int] = (128, 64)
-MIXINGS = ("reference", "mean", "learned")
 
 
 @dataclass

@@ -49,7 +49,8 @@ def import_reference_checkpoint(
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{path} not found") from exc
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelLoadError(f"cannot load {path} safely as a reference checkpoint: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load {path} safely as a reference checkpoint: {reason}") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state"), dict):
         raise ModelLoadError(f"{path} is not a reference checkpoint (needs a dict with 'model_state')")
     state = {k: v for k, v in ckpt["model_state"].items() if isinstance(v, torch.Tensor)}

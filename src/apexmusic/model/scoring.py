@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from apexmusic.choices import POOLINGS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.model.directory import MODEL_FORMAT, ModelDir
 from apexmusic.model.network import ApexNet, HeadConfig, resolve_device
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 # How a model turns a song into its scores: score the song vector, or score every segment and
 # take the segment-weighted mean (see apexmusic.model.pooling). It is the training mode.
-POOLINGS = ("song", "segment")
 
 
 @dataclass

@@ -134,13 +134,14 @@ class Predictor:
             try:
                 pending.append(self.embed(item, song))
             except Exception as exc:  # noqa: BLE001 - one bad song never stops a batch
+                # the Failure is the report (the caller prints or logs it); the log keeps detail
                 if isinstance(exc, ApexError):
-                    log.warning("%s: %s", song.path or song.id, exc)
-                    kind = exc.kind
-                else:  # an unexpected decoder/encoder crash: keep the traceback in the log
-                    log.exception("%s: unexpected error", song.path or song.id)
-                    kind = "error"
-                yield Failure(song.id, song.path, kind, str(exc))
+                    log.info("%s: %s", song.path or song.id, exc)
+                    kind, message = exc.kind, str(exc)
+                else:  # an unexpected decoder/encoder crash: the traceback at debug level
+                    log.debug("%s: unexpected error", song.path or song.id, exc_info=True)
+                    kind, message = "error", f"{type(exc).__name__}: {exc}"
+                yield Failure(song.id, song.path, kind, message)
                 if on_progress:
                     on_progress(1)
                 continue

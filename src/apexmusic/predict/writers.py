@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ConfigError
+from apexmusic.paths import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,21 @@ OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
 Columns = Mapping[str, Any]  # column name -> numpy array, Arrow array or list
 
 
+def output_format(out_file: str | Path) -> str:
+    """The suffix of an output file (``.jsonl``, ``.csv`` or ``.parquet``); ConfigError otherwise."""
+    suffix = Path(out_file).suffix.lower() or str(out_file).lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(f"--out must end in one of {', '.join(OUTPUT_FORMATS)}: {out_file}")
+    return suffix
+
+
 def open_writer(
     out_file: str | Path, resume: bool, overwrite: bool = False, fmt: str | None = None
 ) -> OutputWriter:
     """The writer for ``out_file``'s format (or ``fmt``, a suffix, for a temporary name)."""
     out_file = Path(out_file)
-    suffix = (fmt or out_file.suffix).lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise ConfigError(f"--out must end in one of {', '.join(OUTPUT_FORMATS)}: {out_file}")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    suffix = output_format(fmt or out_file)
+    output_dir(out_file.parent)
     exists = out_file.exists() or (suffix == ".parquet" and _parts_dir(out_file).exists())
     if exists and not resume and not overwrite:
         raise ConfigError(f"{out_file} already exists; pass --resume to continue it or remove it")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ConfigError, StoreError
+from apexmusic.paths import output_dir
 from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class EmbeddingStore:
         manifest was deleted is checked against its shards' own specs.
         """
         store = cls(root)
-        store.root.mkdir(parents=True, exist_ok=True)
+        output_dir(store.root, "embedding store")
         if store.manifest_path.exists():
             store._check_resumable(store.spec(), spec, "its manifest")
         elif store.has_rows():
