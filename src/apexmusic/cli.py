@@ -799,6 +799,7 @@ def _add_serve(sub):
 
 def _cmd_serve(args) -> int:
     from apexmusic.errors import ConfigError
+    from apexmusic.model import ModelDir
     from apexmusic.serve import ServeConfig, run_server
 
     if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
@@ -812,6 +813,7 @@ def _cmd_serve(args) -> int:
         weights=args.weights,
         device=args.device,
     )
+    ModelDir(args.model).read_config()  # a bad model is one line here, not a failed server start
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     run_server(args.model, host=args.host, port=args.port, config=config)
     return EXIT_OK

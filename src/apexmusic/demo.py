@@ -68,8 +68,21 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.n_songs < 48:
             raise ConfigError(f"the demo needs at least 48 songs (6 per style), got {self.n_songs}")
-        if self.epochs < 1:
-            raise ConfigError("epochs must be >= 1")
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.patience < 1:
+            raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
+        if self.n_boot < 1 or self.arena_folds < 2 or (self.workers is not None and self.workers < 0):
+            raise ConfigError("n_boot >= 1, arena_folds >= 2 and workers >= 0 are required")
+        if not (
+            0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ConfigError("val_fraction and test_fraction must be positive and sum to less than 1")
+        from apexmusic.encoders import available_encoders
+
+        unknown = [e for e in (self.encoder, *self.compare_encoders) if e not in available_encoders()]
+        if unknown:
+            raise ConfigError(
+                f"unknown encoder {unknown[0]!r}; choose from {', '.join(available_encoders())}"
+            )
 
 
 @dataclass

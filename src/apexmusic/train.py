@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from apexmusic import devices
-from apexmusic.choices import LOSSES, TRAIN_PRECISIONS
+from apexmusic.choices import LOSSES, MIXINGS, TRAIN_PRECISIONS
 from apexmusic.data import Dataset, Split, SplitConfig, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
@@ -90,8 +90,18 @@ class TrainConfig:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ConfigError(f"precision must be one of {TRAIN_PRECISIONS}, not {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
+        if self.mixing not in MIXINGS:
+            raise ConfigError(f"mixing must be one of {MIXINGS}, not {self.mixing!r}")
+        if self.shared not in (2, 3):
+            raise ConfigError(f"shared must be 2 or 3, not {self.shared!r}")
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
+        if not (
+            self.weight_decay >= 0 and self.grad_clip > 0 and self.popularity_weight > 0 and self.n_boot >= 0
+        ):
+            raise ConfigError(
+                "weight decay >= 0, grad clip > 0, popularity weight > 0 and n_boot >= 0 are required"
+            )
         SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
 
     @property
