@@ -263,7 +263,9 @@ def _cmd_embed(args) -> int:
 
 @_command
 def _add_store(sub):
-    p = sub.add_parser("store", help="inspect and mend embedding stores")
+    p = sub.add_parser(
+        "store", help="inspect and mend embedding stores", description="Inspect and mend embedding stores."
+    )
     store_sub = p.add_subparsers(dest="store_command", metavar="STORE_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
     r = store_sub.add_parser(
@@ -592,7 +594,13 @@ def _cmd_grid(args) -> int:
 
 @_command
 def _add_import_reference(sub):
-    p = sub.add_parser("import-reference", help="convert the reference best_model.pt into a model directory")
+    p = sub.add_parser(
+        "import-reference",
+        help="convert the reference best_model.pt into a model directory",
+        description="Convert the reference implementation's best_model.pt (read with "
+        "torch.load(weights_only=True), nothing unpickled) into a model directory that predict, "
+        "evaluate and serve load; it records the published MERT weights it expects.",
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best_model.pt of the reference implementation")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory to write")
     p.add_argument(
@@ -737,7 +745,13 @@ def _predict_store(args) -> int:
 
 @_command
 def _add_compare(sub):
-    p = sub.add_parser("compare", help="probability that listeners prefer song A over song B")
+    p = sub.add_parser(
+        "compare",
+        help="probability that listeners prefer song A over song B",
+        description="Score two songs and estimate the probability that listeners prefer A: with the "
+        "model's arena-trained comparator when it ships one, else an uncalibrated logistic of the "
+        "mean standardised score difference. Prints both songs' scores side by side.",
+    )
     p.add_argument("a", metavar="A", help="audio file A")
     p.add_argument("b", metavar="B", help="audio file B")
     _add_model_args(p)
@@ -785,7 +799,12 @@ def _column_names(a: str, b: str) -> tuple[str, str]:
 
 @_command
 def _add_serve(sub):
-    p = sub.add_parser("serve", help="HTTP API and web page for scoring uploads")
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API and web page for scoring uploads",
+        description="Serve the model over HTTP: a web page at /, the JSON API under /v1 and its "
+        "documentation at /docs. Uploads are scored in memory; no path a request names is opened.",
+    )
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port to listen on")
@@ -826,7 +845,12 @@ def _cmd_serve(args) -> int:
 def _add_arena(sub):
     from apexmusic.choices import ARENA_SUBSETS
 
-    p = sub.add_parser("arena", help="pairwise human-preference evaluation and Bradley–Terry leaderboards")
+    p = sub.add_parser(
+        "arena",
+        help="pairwise human-preference evaluation and Bradley–Terry leaderboards",
+        description="Pairwise human-preference evaluation (Music Arena battles) and Bradley–Terry "
+        "leaderboards.",
+    )
     arena_sub = p.add_subparsers(dest="arena_command", metavar="ARENA_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
 
