@@ -209,7 +209,8 @@ def test_predict_prints_each_failure_with_its_reason_and_names_only_files_that_e
     bad = Path(paths["root"]) / "not-audio.mp3"
     bad.write_bytes(b"not audio at all")
     out = Path(paths["root"]) / "scores.csv"
-    code, stdout, err = run(["predict", str(bad), "--model", str(predict_model_dir), "--out", str(out)], capsys)
+    argv = ["predict", str(bad), "--model", str(predict_model_dir), "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
     assert code == 1
     assert err[0] == f"apexmusic: failed not-audio ({bad}): decode: " + err[0].split(": decode: ", 1)[1]
     assert "not a decodable audio file" in err[0]
@@ -225,7 +226,8 @@ def test_compare_heads_its_columns_with_the_file_names(predict_model_dir, capsys
     assert code == 0, err
     header = out.splitlines()[1].split()
     assert header == ["score", SONG.name, other.name]
-    code, _, err = run(["compare", str(SONG), "/nonexistent/x.mp3", "--model", str(predict_model_dir)], capsys)
+    argv = ["compare", str(SONG), "/nonexistent/x.mp3", "--model", str(predict_model_dir)]
+    code, _, err = run(argv, capsys)
     assert_one_error_line(code, err, expected_code=1)
 
 
