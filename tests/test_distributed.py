@@ -22,6 +22,8 @@ from apexmusic.store import EmbeddingStore
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # every test starts a Ray instance (10-30 s on 2 busy cores)
+
 SHORT = ("acestep_hiphop_rap_shirt_song.opus", "acestep_saxphone_jazz.opus", "yue_01_en.mp3")
 # The encoder factories below are defined in this module, which Ray workers cannot import:
 # ship them by value.

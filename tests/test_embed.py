@@ -49,6 +49,7 @@ def _songs(tmp_path, seconds=(7.0, 5.0, 3.0), sr=22050) -> list[Song]:
     return resolve_inputs([str(folder)])
 
 
+@pytest.mark.slow  # decodes all seven real songs (~21 s on 2 busy cores)
 def test_every_real_song_embeds_with_handcrafted(real_audio_files, tmp_path):
     songs = [Song(p.stem, str(p)) for p in real_audio_files]
     progress = []
