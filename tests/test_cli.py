@@ -249,3 +249,24 @@ def test_no_traceback_reaches_the_terminal(argv, tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_text_outputs_round_floats_unless_full_precision(predict_model_dir, tmp_path, capsys):
+    import csv
+
+    from apexmusic.predict import score_store
+
+    store = str(predict_model_dir.parent / "store")
+    full = tmp_path / "full.csv"
+    score_store(store, predict_model_dir, full, full_precision=True)
+    base = ["predict", "--embeddings", store, "--model", str(predict_model_dir), "--out"]
+    assert run([*base, str(tmp_path / "short.csv")], capsys)[0] == 0
+    assert run([*base, str(tmp_path / "again.csv"), "--full-precision"], capsys)[0] == 0
+    read = lambda p: list(csv.DictReader(p.open()))  # noqa: E731
+    short, again, exact = read(tmp_path / "short.csv"), read(tmp_path / "again.csv"), read(full)
+    assert again == exact
+    for s_row, e_row in zip(short, exact, strict=True):
+        for name in ("score_streams", "coherence", "naturalness"):
+            digits = s_row[name].replace(".", "").replace("-", "").lstrip("0")
+            assert len(digits) <= 6, s_row[name]
+            assert float(s_row[name]) == pytest.approx(float(e_row[name]), rel=1e-5)

@@ -1,4 +1,4 @@
-"""The named choices of every setting, defined once.
+"""The named choices of every setting (and the defaults the CLI's help shows), defined once.
 
 The modules that validate a setting and the CLI's parser both read them from here. This module
 imports nothing, so that building the parser (``apexmusic --help``) loads neither torch nor
@@ -15,3 +15,4 @@ SPLITS = ("random", "creator", "time")  # how songs are split into train / valid
 COHORTS = ("none", "week", "month")  # popularity percentiles within creation-time cohorts
 LABEL_PRESETS = ("auto", "suno", "udio", "plain", "songeval")  # labels-file column mappings
 ARENA_SUBSETS = ("all", "instrumental", "vocal")  # official Music Arena boards
+OUTPUT_DIGITS = 6  # significant digits of floats in JSONL / CSV output (float32 scores hold ~7)

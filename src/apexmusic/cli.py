@@ -638,6 +638,8 @@ def _add_predict(sub):
         "the scores, their <task>_std uncertainties, model_id, duration_s, tags when available). "
         "With --embeddings STORE, re-score an existing embedding store without touching audio.",
     )
+    from apexmusic.choices import OUTPUT_DIGITS
+
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, folders, globs or manifests")
     _add_model_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
@@ -655,6 +657,12 @@ def _add_predict(sub):
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
     p.add_argument(
         "--max-seconds", type=float, default=None, help="fail songs longer than this (default: no limit)"
+    )
+    p.add_argument(
+        "--full-precision",
+        action="store_true",
+        help=f"write JSONL/CSV floats in full (default: {OUTPUT_DIGITS} significant digits; Parquet "
+        "is always full)",
     )
     p.set_defaults(handler=_cmd_predict)
 
@@ -694,6 +702,7 @@ def _cmd_predict(args) -> int:
         mc_samples=args.mc_samples,
         resume=args.resume,
         max_seconds=args.max_seconds,
+        full_precision=args.full_precision,
     )
     with _progress_bar(len(songs), "predict") as bar:
         if args.engine == "ray":
@@ -737,7 +746,12 @@ def _predict_store(args) -> int:
 
     with _progress_bar(None, "score store") as bar:
         report = score_store(
-            args.embeddings, args.model, args.out, batch_size=args.batch_size or 65536, on_progress=bar.update
+            args.embeddings,
+            args.model,
+            args.out,
+            batch_size=args.batch_size or 65536,
+            on_progress=bar.update,
+            full_precision=args.full_precision,
         )
     print(f"scored {report.n_rows} songs from {args.embeddings} in {report.wall_seconds:.2f} s -> {args.out}")
     return EXIT_OK

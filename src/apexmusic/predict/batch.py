@@ -24,7 +24,7 @@ import numpy as np
 from apexmusic.errors import ConfigError
 from apexmusic.predict.predictor import DEFAULT_MC_SAMPLES, Predictor
 from apexmusic.predict.results import Prediction
-from apexmusic.predict.writers import OutputWriter, open_writer
+from apexmusic.predict.writers import DIGITS, OutputWriter, open_writer
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, EmbeddingStore, Failure
 
@@ -44,6 +44,7 @@ class PredictConfig:
     mc_samples: int = DEFAULT_MC_SAMPLES
     resume: bool = False
     max_seconds: float | None = None
+    full_precision: bool = False  # JSONL/CSV floats in full instead of DIGITS significant digits
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -136,7 +137,7 @@ def start_predict_run(
 ) -> PredictRun:
     """Open ``out_file`` for a scoring run; songs an earlier run already wrote are skipped (and
     reported as progress). Without ``config.resume`` an existing file is a ConfigError."""
-    writer = open_writer(out_file, resume=config.resume)
+    writer = open_writer(out_file, resume=config.resume, digits=None if config.full_precision else DIGITS)
     done = writer.done_ids()
     todo = [s for s in songs if s.id not in done]
     report = PredictReport(
@@ -205,6 +206,7 @@ def score_store(
     batch_size: int = 65536,
     on_progress: ProgressFn | None = None,
     model: Any | None = None,
+    full_precision: bool = False,
 ) -> StoreScoreReport:
     """Write ``id, path`` and the model's scores for every song of an embedding store.
 
@@ -212,7 +214,8 @@ def score_store(
     :func:`~apexmusic.store.check_compatible`). Songs are scored under the model's pooling
     rule: a segment-mode model reads and scores every song's segments. Reads the store shard
     by shard in ``batch_size`` rows (bounded memory) and never opens audio. The output is
-    rewritten whole (written to a temporary file, then renamed).
+    rewritten whole (written to a temporary file, then renamed). JSONL and CSV floats have
+    ``DIGITS`` significant digits unless ``full_precision``.
     """
     from apexmusic.model import ScoringModel, score_songs
 
@@ -224,7 +227,8 @@ def score_store(
     model = model or ScoringModel.from_pretrained(model_dir)
     model.check_vectors(spec, "the store's vectors")
     tmp = out_file.with_name(f".{out_file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    writer = open_writer(tmp, resume=False, overwrite=True, fmt=suffix)
+    digits = None if full_precision else DIGITS
+    writer = open_writer(tmp, resume=False, overwrite=True, fmt=suffix, digits=digits)
     by_segment = model.pooling == "segment"
     if by_segment:  # a song brings several segment vectors: keep a batch's memory near song mode's
         batch_size = max(1, batch_size // SEGMENTS_PER_SONG)

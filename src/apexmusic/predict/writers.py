@@ -10,6 +10,9 @@ Predictor makes them) or column batches (arrays, as store scoring makes them) an
 - ``resume=False``: starts a new file, refusing to overwrite an existing one unless
   ``overwrite=True`` (store scoring writes to a temporary name, then renames). Parquet then
   streams row groups straight into the file.
+
+JSONL and CSV floats are rounded to ``DIGITS`` significant digits (scores come from float32
+arithmetic, good to about seven); ``digits=None`` writes them in full. Parquet keeps full floats.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.choices import OUTPUT_DIGITS
 from apexmusic.errors import ConfigError
 from apexmusic.paths import output_dir
 
 log = logging.getLogger(__name__)
+
+DIGITS = OUTPUT_DIGITS
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
 
@@ -46,9 +52,14 @@ def output_format(out_file: str | Path) -> str:
 
 
 def open_writer(
-    out_file: str | Path, resume: bool, overwrite: bool = False, fmt: str | None = None
+    out_file: str | Path,
+    resume: bool,
+    overwrite: bool = False,
+    fmt: str | None = None,
+    digits: int | None = DIGITS,
 ) -> OutputWriter:
-    """The writer for ``out_file``'s format (or ``fmt``, a suffix, for a temporary name)."""
+    """The writer for ``out_file``'s format (or ``fmt``, a suffix, for a temporary name);
+    ``digits``: significant digits of text floats (None: full precision)."""
     out_file = Path(out_file)
     suffix = output_format(fmt or out_file)
     output_dir(out_file.parent)
@@ -58,15 +69,52 @@ def open_writer(
     if exists and overwrite and not resume:
         out_file.unlink(missing_ok=True)
     cls = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}[suffix]
-    return cls(out_file, resume)
+    return cls(out_file, resume, digits)
+
+
+def round_significant(values: Any, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (NaN, inf and 0 unchanged). Dividing
+    by an exact power of ten gives the double nearest the rounded decimal, so it prints short."""
+    x = np.array(values, dtype=np.float64)
+    out = x.copy()
+    ok = np.isfinite(x) & (x != 0)
+    exp = np.zeros_like(x)
+    exp[ok] = digits - 1 - np.floor(np.log10(np.abs(x[ok])))
+    up, down = ok & (exp >= 0), ok & (exp < 0)
+    out[up] = np.round(x[up] * 10.0 ** exp[up]) / 10.0 ** exp[up]
+    out[down] = np.round(x[down] / 10.0 ** -exp[down]) * 10.0 ** -exp[down]
+    return out
+
+
+def _round_value(value: Any, digits: int | None) -> Any:
+    if digits is None:
+        return value
+    if isinstance(value, float | np.floating):
+        return float(round_significant(value, digits))
+    if isinstance(value, list | tuple):
+        return [_round_value(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _round_value(v, digits) for k, v in value.items()}
+    return value
 
 
 class OutputWriter:
     """Rows or column batches to one output file; see the module docstring."""
 
-    def __init__(self, path: Path, resume: bool):
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
         self.path = path
         self.resume = resume
+        self.digits = digits
+
+    def _rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: _round_value(v, self.digits) for k, v in r.items()} for r in rows]
+
+    def _columns(self, columns: Columns) -> dict[str, Any]:
+        def rounded(col: Any) -> Any:
+            floats = isinstance(col, np.ndarray) and col.dtype.kind == "f"
+            return round_significant(col, self.digits) if floats and self.digits is not None else col
+
+        return {name: rounded(col) for name, col in columns.items()}
 
     def done_ids(self) -> set[str]:
         raise NotImplementedError
@@ -82,8 +130,8 @@ class OutputWriter:
 
 
 class JsonlWriter(OutputWriter):
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, digits)
         _drop_partial_last_line(path)
 
     def done_ids(self) -> set[str]:
@@ -99,15 +147,15 @@ class JsonlWriter(OutputWriter):
         return ids
 
     def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        _append_durably(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        _append_durably(self.path, "".join(json.dumps(r) + "\n" for r in self._rows(rows)).encode())
 
     def write_columns(self, columns: Columns) -> None:
-        _append_durably(self.path, jsonl_lines(columns))
+        _append_durably(self.path, jsonl_lines(self._columns(columns)))
 
 
 class CsvWriter(OutputWriter):
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, digits)
         _drop_partial_last_line(path)
         self.header: list[str] | None = None
         if path.exists() and path.stat().st_size:
@@ -128,14 +176,14 @@ class CsvWriter(OutputWriter):
         w = csv.DictWriter(buf, fieldnames=self.header, extrasaction="ignore", lineterminator="\n")
         if new_file:
             w.writeheader()
-        w.writerows(rows)
+        w.writerows(self._rows(rows))
         _append_durably(self.path, buf.getvalue().encode())
 
     def write_columns(self, columns: Columns) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        table = pa.table(dict(columns))
+        table = pa.table(self._columns(columns))
         new_file = self.header is None
         if new_file:
             self.header = list(table.column_names)
@@ -149,8 +197,8 @@ class CsvWriter(OutputWriter):
 class ParquetWriter(OutputWriter):
     """Resumable: atomic part files merged by ``close``. New: row groups streamed to the file."""
 
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, None)  # binary floats: nothing to gain from rounding
         self.parts = _parts_dir(path)
         self._stream: Any = None
 
