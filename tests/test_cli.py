@@ -270,3 +270,29 @@ def test_text_outputs_round_floats_unless_full_precision(predict_model_dir, tmp_
             digits = s_row[name].replace(".", "").replace("-", "").lstrip("0")
             assert len(digits) <= 6, s_row[name]
             assert float(s_row[name]) == pytest.approx(float(e_row[name]), rel=1e-5)
+
+
+def test_leaderboard_names_the_systems_min_votes_hides(tmp_path, capsys):
+    from apexmusic import arena
+
+    battles_file = ROOT.parent / "shared" / "data" / "music_arena" / "battles_postcut_scored.csv"
+    argv = [
+        "arena",
+        "leaderboard",
+        "--battles",
+        str(battles_file),
+        "--out",
+        str(tmp_path),
+        "--bootstrap",
+        "2",
+    ]
+    code, out, _ = run([*argv, "--min-votes", "200"], capsys)
+    assert code in (0, 1)
+    votes = arena.system_votes(
+        arena.leaderboard_battles(arena.load_battles(battles_file), arena.LeaderboardConfig())
+    )
+    listed = {line.split()[1] for line in out.splitlines() if line[:3].strip().isdigit()}
+    hidden_line = next(line for line in out.splitlines() if line.startswith("not listed"))
+    expected = sorted((n for n, v in votes.items() if v < 200), key=lambda n: (-votes[n], n))
+    assert listed == {n for n, v in votes.items() if v >= 200} and expected
+    assert hidden_line.split(": ", 1)[1] == ", ".join(f"{n} ({votes[n]} votes)" for n in expected)

@@ -1008,6 +1008,14 @@ def _cmd_arena_leaderboard(args) -> int:
     for rank, r in enumerate(rows, start=1):
         ci = f"[{r.ci_low:7.1f}, {r.ci_high:7.1f}]"
         print(f"{rank:3d}  {r.system:28s} {r.score:7.1f}  {ci}  votes {r.votes}")
+    listed = {r.system for r in rows}
+    hidden = sorted(
+        ((n, v) for n, v in arena.system_votes(battles).items() if n not in listed),
+        key=lambda nv: (-nv[1], nv[0]),
+    )
+    if hidden:
+        names = ", ".join(f"{n} ({v} votes)" for n, v in hidden)
+        print(f"not listed (fewer than --min-votes {args.min_votes}): {names}")
     if battles.score_names:  # from --scores or <name>_a/<name>_b columns of the battles
         pred = arena.predicted_leaderboard(battles, rows)
         names = list(pred["correlations"])
