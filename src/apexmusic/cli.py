@@ -214,6 +214,7 @@ def _add_embed(sub):
 def _cmd_embed(args) -> int:
     from apexmusic.embed import EmbedConfig, embed_inputs
     from apexmusic.sources import resolve_inputs
+    from apexmusic.store import EmbeddingStore
 
     config = EmbedConfig(
         encoder=args.encoder,
@@ -257,7 +258,8 @@ def _cmd_embed(args) -> int:
         f"{report.n_cached} from the content cache -> {args.out}"
     )
     if report.n_failed:
-        print(f"apexmusic: {report.n_failed} songs failed; see {args.out}/failures.jsonl", file=sys.stderr)
+        log_file = EmbeddingStore(args.out).failures_path
+        print(f"apexmusic: {report.n_failed} songs failed; see {log_file}", file=sys.stderr)
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
 
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from apexmusic.errors import ModelLoadError
+from apexmusic.jsonio import jsonable
 from apexmusic.paths import output_dir
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ class ModelDir:
         output_dir(self.root, "model directory")
         metadata = {"format": "pt", "model_id": str(config.get("model_id", ""))}
         save_file(state, str(self.weights_path), metadata=metadata)
-        self.config_path.write_text(json.dumps(config, indent=2, default=_json_default), encoding="utf-8")
+        self.config_path.write_text(json.dumps(jsonable(config, finite=False), indent=2), encoding="utf-8")
         self.card_path.write_text(card_markdown, encoding="utf-8")
         return self.root
 
@@ -140,14 +139,3 @@ class ModelDir:
             raise ModelLoadError(
                 f"{self.root} is not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
             )
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | tuple):
-        return list(obj)
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    return str(obj)

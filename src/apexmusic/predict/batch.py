@@ -92,8 +92,7 @@ class FailureLog:
             path.unlink()
 
     def write(self, failure: Failure) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(failure.to_json() + "\n")
+        failure.append_to(self.path)
 
 
 @dataclass

@@ -17,7 +17,6 @@ far from the training data can saturate every pass and shrink the spread again; 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ApexError, ConfigError
+from apexmusic.jsonio import jsonable
 from apexmusic.predict.results import Comparison, Prediction, SegmentScore, compare_scores
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, Failure, SongEmbedding
@@ -166,11 +166,11 @@ class Predictor:
             "model_id": self.model_id,
             "tasks": list(self.tasks),
             "ranges": {t: [TASKS[t].low, TASKS[t].high] for t in self.tasks},
-            "encoder_spec": _jsonable(spec.to_dict() if (spec := self.model.encoder_spec) else {}),
+            "encoder_spec": jsonable(spec.to_dict() if (spec := self.model.encoder_spec) else {}),
             "pooling": self.model.pooling,
             "mc_samples": self.mc_samples,
             "comparator": "arena" if self.comparator is not None else "fallback",
-            "card": _jsonable(getattr(self.model, "card", {})),
+            "card": jsonable(getattr(self.model, "card", {})),
             "card_markdown": self.card_markdown,
         }
 
@@ -378,7 +378,3 @@ def check_duration(duration_s: float, max_seconds: float | None) -> None:
         from apexmusic.errors import AudioContentError
 
         raise AudioContentError(f"{duration_s:.1f} s of audio is longer than the {max_seconds:g} s limit")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

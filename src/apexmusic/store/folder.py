@@ -85,6 +85,13 @@ class Failure:
             }
         )
 
+    def append_to(self, path: str | Path) -> None:
+        """Append this failure as one durable JSON line to a failure log (``failures.jsonl``)."""
+        with Path(path).open("a", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
 
 @dataclass
 class StoreData:
@@ -236,10 +243,7 @@ class EmbeddingStore:
         return final
 
     def record_failure(self, failure: Failure) -> None:
-        with self.failures_path.open("a", encoding="utf-8") as f:
-            f.write(failure.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        failure.append_to(self.failures_path)
 
     # ---- reading -----------------------------------------------------------------------
     def checked_shards(self) -> list[Path]:
