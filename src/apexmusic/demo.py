@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int | None], None]  # stage, done, total
 
-HEADLINE_METRICS = ("spearman", "pearson", "mae", "r2")
-
 
 @dataclass
 class DemoConfig:

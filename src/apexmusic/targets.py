@@ -1,6 +1,6 @@
 """Training targets: popularity scores from raw counts, aesthetic labels from rater records.
 
-Popularity (DESIGN.md): raw play / like counts → percentile rank within platform (ties get the
+Popularity: raw play / like counts → percentile rank within platform (ties get the
 average rank) → power transform → 0–100::
 
     p = (rank - 1) / (n - 1)            # 0 = least played on that platform, 1 = most

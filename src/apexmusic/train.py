@@ -1,6 +1,6 @@
 """Training, evaluation and the experiment grid.
 
-The recipe is the published one (DESIGN.md), as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
+The recipe is the published one, as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
 weight decay 1e-4), batch 512, 50 epochs, cosine schedule, gradient clipping at 1.0, early
 stopping with patience 20 on the validation loss, seed 42; losses ``equal``, ``weighted``
 (popularity 5 : aesthetics 1) or ``uncertainty`` (per task ``L/(2σ²) + log σ``, ``log σ``

@@ -1,6 +1,6 @@
 """The APEX multi-task network: the head, input standardisation and layer mixing.
 
-The network is the published one (DESIGN.md): a shared trunk of Linear → BatchNorm1d → GELU →
+The network is the published one: a shared trunk of Linear → BatchNorm1d → GELU →
 Dropout blocks (768→512→256, or 768→512→384→256 with ``shared=3``), then one branch per task
 (256→128→64→1, dropout 0.1) with bounded outputs ``low + span·sigmoid`` (sigmoid·100 for the
 popularity scores, sigmoid·4+1 for the aesthetics; ranges from :mod:`apexmusic.tasks`).
