@@ -150,12 +150,11 @@ def _command(add: Callable[[argparse._SubParsersAction], None]):
     return add
 
 
-def _progress_bar(total: int | None, desc: str, unit: str = "song"):
-    """A tqdm bar on stderr; none when stderr is not a terminal or with ``-q``."""
-    from tqdm.auto import tqdm
-
+def _progress_bar(total: int | None, desc: str, unit: str = "song") -> _LazyBar:
+    """A tqdm bar on stderr, drawn at the first progress report; none when stderr is not a
+    terminal or with ``-q``."""
     quiet = log.getEffectiveLevel() > logging.WARNING
-    return tqdm(
+    return _LazyBar(
         total=total,
         desc=desc,
         unit=unit,
@@ -164,6 +163,38 @@ def _progress_bar(total: int | None, desc: str, unit: str = "song"):
         mininterval=0.5,
         disable=True if quiet else None,  # None: tqdm draws only on a terminal
     )
+
+
+class _LazyBar:
+    """A tqdm bar made on first use, so that an error found while a command sets up (a bad
+    setting, an existing output) is never preceded by an empty bar."""
+
+    def __init__(self, **options) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_bar", None)
+
+    def _tqdm(self):
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            object.__setattr__(self, "_bar", tqdm(**self._options))
+        return self._bar
+
+    def __getattr__(self, name: str):
+        return getattr(self._tqdm(), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._tqdm(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> _LazyBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 # === embed ===
