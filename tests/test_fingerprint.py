@@ -30,6 +30,7 @@ def _folder(tmp_path, fmt: str = "safetensors", seed: int = 3):
     return arch, model, folder
 
 
+@pytest.mark.slow  # three MERT checkpoints written and loaded, ~14 s
 def test_mert_fingerprint_is_the_content_of_the_loaded_state_dict(tmp_path):
     arch, model, folder = _folder(tmp_path)
     encoder = load_mert(arch, str(folder), "cpu", "fp32")

@@ -225,7 +225,7 @@ def test_compare_uses_comparator_json_when_present(predict_model_dir, tmp_path, 
         ["compare", str(audio_dir / HIPHOP), str(audio_dir / JAZZ), "--model", str(predict_model_dir)]
     )
     text = capsys.readouterr().out
-    assert code == 0 and "P(listeners prefer A) = " in text and "fallback" in text
+    assert code == 0 and f"P(listeners prefer {HIPHOP} to {JAZZ}) = " in text and "fallback" in text
 
 
 def test_compare_with_a_bad_file_exits_1(predict_model_dir, audio_dir, not_audio, capsys):

@@ -15,4 +15,5 @@ SPLITS = ("random", "creator", "time")  # how songs are split into train / valid
 COHORTS = ("none", "week", "month")  # popularity percentiles within creation-time cohorts
 LABEL_PRESETS = ("auto", "suno", "udio", "plain", "songeval")  # labels-file column mappings
 ARENA_SUBSETS = ("all", "instrumental", "vocal")  # official Music Arena boards
+DEFAULT_MAX_SECONDS = 3600.0  # `embed` fails longer songs (an hour: no real song, any runaway file)
 OUTPUT_DIGITS = 6  # significant digits of floats in JSONL / CSV output (float32 scores hold ~7)

@@ -208,8 +208,8 @@ def _add_embed(sub):
         description="Decode, segment and encode songs into DIR (Parquet shards, manifest.json, "
         "failures.jsonl). Songs that fail are logged in failures.jsonl and the rest are kept.",
     )
+    from apexmusic.choices import DEFAULT_MAX_SECONDS
     from apexmusic.devices import PRECISIONS
-    from apexmusic.embed.config import DEFAULT_MAX_SECONDS
     from apexmusic.encoders import available_encoders
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, globs or manifests")
