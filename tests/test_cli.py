@@ -296,3 +296,29 @@ def test_leaderboard_names_the_systems_min_votes_hides(tmp_path, capsys):
     expected = sorted((n for n, v in votes.items() if v < 200), key=lambda n: (-votes[n], n))
     assert listed == {n for n, v in votes.items() if v >= 200} and expected
     assert hidden_line.split(": ", 1)[1] == ", ".join(f"{n} ({votes[n]} votes)" for n in expected)
+
+
+@pytest.mark.parametrize(
+    ("source", "settings"),
+    [
+        ("apexmusic.train:TrainConfig", {"mixing": "nope"}),
+        ("apexmusic.train:TrainConfig", {"shared": 4}),
+        ("apexmusic.train:TrainConfig", {"weight_decay": -1.0}),
+        ("apexmusic.train:TrainConfig", {"precision": "fp16"}),
+        ("apexmusic.demo:DemoConfig", {"encoder": "nope"}),
+        ("apexmusic.demo:DemoConfig", {"val_fraction": 0.9}),
+        ("apexmusic.demo:DemoConfig", {"arena_folds": 1}),
+        ("apexmusic.distributed:RaySettings", {"concurrency": 0}),
+        ("apexmusic.targets:PopularityConfig", {"min_cohort": 0}),
+    ],
+)
+def test_configs_check_themselves_for_python_callers(source, settings):
+    import importlib
+
+    from apexmusic.errors import ConfigError
+
+    module, name = source.split(":")
+    config_class = getattr(importlib.import_module(module), name)
+    config_class()  # the defaults are valid
+    with pytest.raises(ConfigError):
+        config_class(**settings)

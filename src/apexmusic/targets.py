@@ -53,6 +53,8 @@ class PopularityConfig:
             raise ConfigError(f"cohort must be week, month or none, not {self.cohort!r}")
         if self.cohort == "none":
             self.cohort = None
+        if self.min_cohort < 1:
+            raise ConfigError(f"min_cohort must be >= 1, not {self.min_cohort}")
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:
