@@ -252,6 +252,12 @@ def _add_training_args(p, grid: bool = False) -> None:
     )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
     p.add_argument(
+        "--allow-small",
+        action="store_true",
+        help="train even on a split below the minimum to evaluate (docs/trust.md); tasks under the "
+        "minimum are then served, marked as such",
+    )
+    p.add_argument(
         "--popularity-exponent",
         type=float,
         default=1.0,
@@ -289,6 +295,7 @@ def _train_config(args, **overrides):
         precision=args.precision,
         standardize=not args.no_standardize,
         n_boot=args.n_boot,
+        allow_small=args.allow_small,
     )
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
