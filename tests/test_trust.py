@@ -99,14 +99,19 @@ def test_domain_distance_is_shrinkage_mahalanobis_and_holds_the_false_alarm_rate
     assert (~domain.in_domain(domain.distance(shifted))).mean() > 0.9
 
 
-def test_domain_threshold_with_few_calibration_songs_states_its_weaker_bound():
+def test_domain_threshold_rests_on_cross_fitted_training_distances():
     rng = np.random.default_rng(3)
+    # No validation songs: each training song's distance under a fit on the other folds.
+    domain = fit_domain(rng.normal(size=(600, 8)), np.zeros((0, 8)), false_alarm_rate=0.05)
+    assert domain.n_calibration == 600
+    flagged = ~domain.in_domain(domain.distance(rng.normal(size=(4000, 8))))
+    assert 0.025 < flagged.mean() < 0.07
+    # Too few songs for the rate: the largest calibration distance, and the weaker bound stated.
     cal = rng.normal(size=(9, 5))
-    domain = fit_domain(rng.normal(size=(100, 5)), cal, false_alarm_rate=0.01)
-    assert domain.threshold == domain.distance(cal).max()  # the most a set of 9 supports
-    assert domain.false_alarm_bound == pytest.approx(1 / 10)
-    no_cal = fit_domain(rng.normal(size=(100, 5)), np.zeros((0, 5)))
-    assert no_cal.threshold is None and no_cal.in_domain(np.array([1.0])) is None
+    small = fit_domain(rng.normal(size=(6, 5)), cal, false_alarm_rate=0.01)
+    assert small.threshold == small.distance(cal).max() and small.false_alarm_bound == pytest.approx(1 / 10)
+    none = fit_domain(rng.normal(size=(4, 5)), np.zeros((0, 5)))
+    assert none.threshold is None and none.in_domain(np.array([1.0])) is None
 
 
 # ---- basis -----------------------------------------------------------------------------------
