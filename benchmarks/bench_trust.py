@@ -118,11 +118,12 @@ def resplit_coverage(model, parts: dict, n_cal: int, draws: int = 500, seed: int
 
 
 def _predict(model, layers: np.ndarray, mc: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``[N, T]`` and their MC-dropout std (zeros without ``mc``)."""
     scores = model.predict_layers(layers, mc_samples=mc)
-    return (
-        np.stack([scores[t] for t in ALL_TASKS], 1).astype(np.float64),
-        np.stack([scores[f"{t}_std"] for t in ALL_TASKS], 1).astype(np.float64),
-    )
+    point = np.stack([scores[t] for t in ALL_TASKS], 1).astype(np.float64)
+    if not mc:
+        return point, np.zeros_like(point)
+    return point, np.stack([scores[f"{t}_std"] for t in ALL_TASKS], 1).astype(np.float64)
 
 
 # ---- domain distances --------------------------------------------------------------------------
