@@ -204,3 +204,4 @@ def test_cli_train_refuses_a_tiny_split_and_allow_small_is_recorded(no_popularit
     saved = json.loads((tmp_path / "m" / TRUST_JSON).read_text())
     assert saved["basis"]["allow_small"] is True
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["allow_small"] is True
+    assert "small splits: allowed (--allow-small)" in (tmp_path / "m" / "README.md").read_text()

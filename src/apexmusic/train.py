@@ -260,6 +260,7 @@ def train(
                 "labelled songs per task (train)": _label_counts(dataset, split.train),
                 "songs without labels skipped": dataset.n_unlabelled,
                 "label rows without a song": dataset.n_missing_songs,
+                **({"small splits": "allowed (--allow-small)"} if config.allow_small else {}),
             },
             "metrics": {
                 t: {k: v for k, v in m.items() if "_ci_" not in k} for t, m in evaluation.metrics.items()

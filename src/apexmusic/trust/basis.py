@@ -103,17 +103,18 @@ def check_split(split_sizes: dict[str, int], train_labels: dict[str, int], allow
     """
     if allow_small:
         return
-    problems = []
-    if split_sizes.get("train", 0) < MIN_TRAIN_SONGS:
-        problems.append(f"{split_sizes.get('train', 0)} training songs (minimum {MIN_TRAIN_SONGS})")
-    for part in ("val", "test"):
-        if split_sizes.get(part, 0) < MIN_HELDOUT_SONGS:
-            problems.append(f"{split_sizes.get(part, 0)} {part} songs (minimum {MIN_HELDOUT_SONGS})")
+    names = {"train": "training", "val": "validation", "test": "test"}
+    minimum = {"train": MIN_TRAIN_SONGS, "val": MIN_HELDOUT_SONGS, "test": MIN_HELDOUT_SONGS}
+    problems = [
+        f"{split_sizes.get(part, 0)} {names[part]} (minimum {need})"
+        for part, need in minimum.items()
+        if split_sizes.get(part, 0) < need
+    ]
     if not problems and max(train_labels.values(), default=0) < MIN_TRAIN_SONGS:
         problems.append(f"no task has {MIN_TRAIN_SONGS} labelled training songs")
     if problems:
         raise ConfigError(
-            f"too few songs to train and evaluate: {'; '.join(problems)}; "
+            f"too few songs to train and evaluate: {', '.join(problems)}; "
             "add songs or pass --allow-small (the model card will say so)"
         )
 
