@@ -617,6 +617,7 @@ def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     if result.evaluation is not None:
         write_evaluation(result.evaluation, Path(model_dir) / "eval")
     if result.trust is not None:
+        result.trust.model_id = result.model.model_id
         save_trust(result.trust, model_dir)
     return model_dir
 

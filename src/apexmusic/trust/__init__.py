@@ -52,6 +52,7 @@ class Trust:
     basis: Basis
     intervals: Intervals
     domain: DomainModel | None
+    model_id: str = ""  # the weights these statistics were fitted with (the domain uses their mix)
 
     def served(self) -> tuple[str, ...]:
         return self.basis.served()
@@ -78,6 +79,7 @@ class Trust:
         """The plain-JSON part (what :func:`save_trust` writes to :data:`TRUST_JSON`)."""
         return {
             "format": TRUST_FORMAT,
+            "model_id": self.model_id,
             "basis": self.basis.to_dict(),
             "intervals": self.intervals.to_dict(),
             "domain": None if self.domain is None else self.domain.metadata(),
@@ -100,8 +102,9 @@ def save_trust(trust: Trust, directory: str | Path) -> Path:
     return directory
 
 
-def load_trust(directory: str | Path) -> Trust | None:
-    """Read what :func:`save_trust` wrote; ``None`` for a directory without it (older models)."""
+def load_trust(directory: str | Path, model_id: str | None = None) -> Trust | None:
+    """Read what :func:`save_trust` wrote; ``None`` for a directory without it (older models).
+    With ``model_id``, statistics recorded for other weights are refused."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -122,7 +125,11 @@ def load_trust(directory: str | Path) -> Trust | None:
         raise
     except (ValueError, KeyError, TypeError, OSError, SafetensorError) as exc:
         raise ModelLoadError(f"cannot read the trust statistics in {directory}: {exc}") from exc
-    trust = Trust(basis, intervals, domain)
+    trust = Trust(basis, intervals, domain, str(d.get("model_id") or ""))
+    if model_id and trust.model_id and trust.model_id != model_id:
+        raise ModelLoadError(
+            f"{path} was fitted for model {trust.model_id}, not the weights here ({model_id})"
+        )
     for task, why in basis.reasons().items():
         log.warning("%s: %s is %s: %s", directory, task, basis.status(task).replace("_", " "), why)
     return trust
