@@ -869,11 +869,33 @@ def _demo_table(summary: dict) -> str:
         lines.append(f"arena learned ({name}) AUC " + ", ".join(f"{m} {fmt(v)}" for m, v in models.items()))
     ceiling = h["arena_hidden_preference_accuracy"]
     lines.append(f"arena ceiling (hidden listener preference) accuracy {fmt(ceiling)}")
+    lines += _demo_trust_lines(summary.get("trust"))
     comp = summary.get("encoder_comparison")
     if comp:
         for name, metrics in comp["metrics"].items():
             lines.append(f"encoder {name:14s} " + "  ".join(f"{k} {fmt(v)}" for k, v in metrics.items()))
     return "\n".join(lines)
+
+
+def _demo_trust_lines(trust: dict | None) -> list[str]:
+    if not trust:
+        return []
+    iv = trust["intervals"]
+    cover = [c for c in iv["coverage_test"].values() if c is not None]
+    lines = [
+        f"{100 * iv['level']:.0f}% intervals cover {100 * min(cover):.0f}-{100 * max(cover):.0f}% "
+        "of test songs per task"
+        if cover
+        else "intervals: no labelled test songs to measure them on"
+    ]
+    domain = trust.get("domain") or {}
+    if domain.get("measured_test"):
+        held = domain.get("heldout_styles_flagged")
+        lines.append(
+            f"domain alarm flags {100 * domain['measured_test']['rate']:.1f}% of test songs"
+            + ("" if held is None else f", {100 * held:.0f}% of held-out-style songs")
+        )
+    return lines
 
 
 @_command
