@@ -33,6 +33,7 @@ from apexmusic.trust.basis import (
 )
 from apexmusic.trust.domain import (
     DEFAULT_FALSE_ALARM,
+    MAX_FIT_ROWS,
     DomainModel,
     fit_domain,
     head_inputs,
@@ -159,7 +160,9 @@ def fit_trust(
     intervals = fit_intervals(tasks, y["val"], pred["val"], level)
     measure(intervals, tasks, y["test"], pred["test"])
 
-    feats = {k: head_inputs(model, dataset.store.layers[idx]) for k, idx in parts.items()}
+    if len(parts["train"]) > MAX_FIT_ROWS:  # the covariance fit's sample, drawn before the inputs
+        parts["train"] = np.sort(np.random.default_rng(0).choice(parts["train"], MAX_FIT_ROWS, replace=False))
+    feats = {k: head_inputs(model, dataset.store.layers, idx) for k, idx in parts.items()}
     domain = None
     if len(feats["train"]) >= 2:
         domain = fit_domain(feats["train"], feats["val"], false_alarm_rate)

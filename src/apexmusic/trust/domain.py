@@ -162,18 +162,22 @@ def measure_false_alarms(model: DomainModel, features: np.ndarray) -> dict[str, 
     return model.measured
 
 
-def head_inputs(model: Any, layers: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """The vectors the head's trunk receives for song ``layers`` ``[N, L, D]``: standardised and
-    mixed, ``[N, D]`` float64. ``model`` is a :class:`apexmusic.model.ScoringModel`."""
+def head_inputs(
+    model: Any, layers: np.ndarray, index: np.ndarray | None = None, batch_size: int = 8192
+) -> np.ndarray:
+    """The vectors the head's trunk receives for song ``layers`` ``[N, L, D]`` (rows ``index``
+    only, gathered batch by batch): standardised and mixed, ``[n, D]`` float64. ``model`` is a
+    :class:`apexmusic.model.ScoringModel`."""
     import torch
 
     net = model.net
-    layers = np.asarray(layers, np.float32)
-    if layers.ndim == 2:
-        layers = layers[:, None, :]
+    rows = np.arange(len(layers)) if index is None else np.asarray(index)
     out = []
     with torch.no_grad():
-        for s in range(0, len(layers), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(layers[s : s + batch_size])).to(model.device)
+        for s in range(0, len(rows), batch_size):
+            chunk = np.asarray(layers[rows[s : s + batch_size]], np.float32)
+            if chunk.ndim == 2:
+                chunk = chunk[:, None, :]
+            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(model.device)
             out.append(net.mixer(net.prepare(x)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.dim))
