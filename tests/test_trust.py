@@ -190,6 +190,9 @@ def test_training_records_basis_intervals_and_domain_and_they_round_trip(no_popu
     lo, hi = row["intervals"]["coherence"]["lo"], row["intervals"]["coherence"]["hi"]
     assert 1.0 <= lo <= row["scores"]["coherence"] <= hi <= 5.0
     assert isinstance(row["in_domain"], bool) and row["domain_distance"] > 0
+    flat = again.row_fields({t: v[0] for t, v in scores.items()}, head_inputs(result.model, song)[0])
+    assert flat["score_likes"] is None and flat["score_likes_lo"] is None and flat["interval_level"] == 0.9
+    assert (flat["coherence_lo"], flat["coherence_hi"]) == (lo, hi) and flat["in_domain"] == row["in_domain"]
     far = head_inputs(result.model, song * 0 + 25.0)  # nothing like the training songs
     assert not again.annotate({}, far[0])["in_domain"]
 

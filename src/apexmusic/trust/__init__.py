@@ -76,6 +76,21 @@ class Trust:
             out["in_domain"] = None if flag is None else bool(flag[0])
         return out
 
+    def row_fields(self, scores: dict[str, float], features: np.ndarray | None = None) -> dict[str, Any]:
+        """:meth:`annotate` flattened for an output row: ``<task>`` (``None`` when not served),
+        ``<task>_lo``, ``<task>_hi``, ``interval_level``, ``in_domain``, ``domain_distance``."""
+        a = self.annotate(scores, features)
+        row: dict[str, Any] = {}
+        for task, value in a["scores"].items():
+            bounds = a["intervals"].get(task, {})
+            row[task] = value
+            row[f"{task}_lo"], row[f"{task}_hi"] = bounds.get("lo"), bounds.get("hi")
+        row["interval_level"] = a["level"]
+        for key in ("in_domain", "domain_distance"):
+            if key in a:
+                row[key] = a[key]
+        return row
+
     def summary(self) -> dict[str, Any]:
         """The plain-JSON part (what :func:`save_trust` writes to :data:`TRUST_JSON`)."""
         return {
