@@ -171,11 +171,12 @@ def pooling_seconds(n_segments: int, encoder) -> float:
 def run_pipeline(files: list[Path], out_dir: Path, batch: int, weights: str = "random"):
     """``embed_inputs`` with an instrumented encoder: per-stage seconds and store-write seconds."""
     import apexmusic.embed as embed
+    from apexmusic.embed import local
     from apexmusic.sources import resolve_inputs
     from apexmusic.store import EmbeddingStore
 
     holder: dict = {}
-    original_build, original_write = embed.build_encoder, EmbeddingStore.write
+    original_build, original_write = local.build_encoder, EmbeddingStore.write
     write_seconds = [0.0]
 
     def build(config):
@@ -193,13 +194,13 @@ def run_pipeline(files: list[Path], out_dir: Path, batch: int, weights: str = "r
 
     config = embed.EmbedConfig(encoder="mert-v1-95m", weights=weights, batch_size=batch, device="cpu")
     songs = resolve_inputs([str(f) for f in files])
-    embed.build_encoder, EmbeddingStore.write = build, timed_write
+    local.build_encoder, EmbeddingStore.write = build, timed_write
     try:
         t = time.perf_counter()
         report = embed.embed_inputs(songs, out_dir, config)
         wall = time.perf_counter() - t
     finally:
-        embed.build_encoder, EmbeddingStore.write = original_build, original_write
+        local.build_encoder, EmbeddingStore.write = original_build, original_write
     return report, wall, holder["encoder"].stages, write_seconds[0]
 
 

@@ -38,24 +38,18 @@ CLIP_SOURCE = REAL_AUDIO / "acestep_saxphone_jazz.opus"
 
 
 def make_model_dir(out: Path, encoder: str, weights: str, n_layers: int, dim: int) -> Path:
-    """An untrained published-size head whose encoder_spec names ``encoder``."""
+    """An untrained published-size head whose encoder_spec is that of ``encoder``'s vectors."""
+    from apexmusic.embed import EmbedConfig, build_encoder, spec_for
     from apexmusic.model import HeadConfig, ScoringModel, build_net
 
     mixing = "learned" if n_layers > 1 else "mean"
     net = build_net(HeadConfig(n_layers=n_layers, dim=dim, mixing=mixing))
     net.eval()
-    spec = {
-        "name": encoder,
-        "weights": weights,
-        "n_layers": n_layers,
-        "dim": dim,
-        "segment_seconds": 30.0,
-        "hop_seconds": 30.0,
-        "compat": None,
-    }
-    ScoringModel(net=net, encoder_spec=spec, card={"title": f"benchmark head ({encoder})"}).save_pretrained(
-        out
-    )
+    config = EmbedConfig(encoder=encoder, weights=None if weights == "none" else weights, workers=0)
+    spec = spec_for(build_encoder(config), config)
+    assert spec.shape == (n_layers, dim), spec.shape
+    model = ScoringModel(net=net, encoder_spec=spec, card={"title": f"benchmark head ({encoder})"})
+    model.save_pretrained(out)
     return out
 
 
@@ -145,20 +139,10 @@ def load_test(model_dir: Path, n_requests: int, concurrency: int, clip_s: float)
 
 def build_big_store(out: Path, n_rows: int, dim: int, shard_rows: int = 100_000) -> Path:
     """A handcrafted-shaped store of ``n_rows`` songs written through EmbeddingStore."""
-    from apexmusic.store import EmbeddingStore, SongEmbedding
+    from apexmusic.store import EmbeddingSpec, EmbeddingStore, SongEmbedding
 
-    manifest = {
-        "encoder": "handcrafted",
-        "weights": "none",
-        "n_layers": 1,
-        "dim": dim,
-        "sample_rate": 22050,
-        "segment_seconds": 30.0,
-        "hop_seconds": 30.0,
-        "compat": None,
-        "encoder_settings": {},
-    }
-    store = EmbeddingStore.create(out, manifest)
+    spec = EmbeddingSpec(encoder="handcrafted", weights="none", n_layers=1, dim=dim, sample_rate=22050)
+    store = EmbeddingStore.create(out, spec)
     rng = np.random.default_rng(0)
     one = np.ones(1, np.float32)
     for start in range(0, n_rows, shard_rows):

@@ -26,7 +26,7 @@ from torch import nn
 
 from apexmusic.data import Dataset, LabelTable, Split
 from apexmusic.model import HeadConfig, ReferenceHead
-from apexmusic.store import StoreData
+from apexmusic.store import EmbeddingSpec, StoreData
 from apexmusic.tasks import ALL_TASKS, TASKS
 from apexmusic.train import TrainConfig, train
 
@@ -65,7 +65,7 @@ def run_ours(
         paths=[""] * n,
         layers=x[:, None, :],
         duration_s=np.zeros(n),
-        manifest={"encoder": "sim", "n_layers": 1, "dim": x.shape[1]},
+        spec=EmbeddingSpec(encoder="sim", n_layers=1, dim=x.shape[1], sample_rate=1),
     )
     labels = LabelTable(
         ids=store.ids,

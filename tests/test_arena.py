@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from apexmusic import arena
 from apexmusic.cli import main
-from apexmusic.errors import DataError, ModelLoadError
+from apexmusic.errors import ConfigError, DataError, ModelLoadError
 from apexmusic.tasks import ALL_TASKS
 
 SCALE = 400 / math.log(10)
@@ -113,7 +113,14 @@ def test_music_arena_schema_any_case_empty_audio_and_invalid_rows(tmp_path):
     assert np.isnan(b.instrumental[2])
     assert b.score_names == ("q",)  # duration_a/_b are metadata, not a score
     assert np.isnan(b.scores_a["q"][2]) and b.scores_b["q"][2] == 3
-    assert b.counts() == {"n_battles": 4, "n_decisive": 2, "n_tie": 1, "n_both_bad": 1, "n_invalid": 3}
+    assert b.counts() == {
+        "n_battles": 4,
+        "n_decisive": 2,
+        "n_tie": 1,
+        "n_both_bad": 1,
+        "n_invalid": 3,
+        "n_duplicates": 0,
+    }
 
     # The same battles as one JSON file per battle in a folder (the released dataset layout).
     folder = tmp_path / "battle_data" / "01-2025JULAUG"
@@ -149,6 +156,37 @@ def test_parquet_battles_and_non_object_rows(tmp_path):
         arena.load_battles(tmp_path / "bad.json")
 
 
+def test_a_duplicated_battle_counts_once_with_a_warning(tmp_path, caplog):
+    rows = [
+        _record(0, "x", "y", "A"),
+        _record(1, "x", "z", "B"),
+        _record(0, "x", "y", "A"),  # the same battle again
+        _record(1, "x", "z", "A"),  # the same id with another outcome
+        _record(2, "y", "z", "TIE"),
+        {"system_a": "y", "system_b": "z", "preference": "A"},  # no id: never a duplicate
+        {"system_a": "y", "system_b": "z", "preference": "A"},
+    ]
+    with caplog.at_level("WARNING", logger="apexmusic.arena"):
+        b = arena.battles_from_records(rows)
+    assert list(b.ids) == ["b0", "b1", "b2", "row6", "row7"]
+    assert list(b.preference) == ["A", "B", "TIE", "A", "A"]  # the first row of an id wins
+    assert b.counts()["n_duplicates"] == 2
+    assert b.duplicates == [
+        {"row": 3, "id": "b0", "first_row": 1, "conflicting": False},
+        {"row": 4, "id": "b1", "first_row": 2, "conflicting": True},
+    ]
+    assert any("repeat an earlier battle id" in r.getMessage() for r in caplog.records)
+    assert arena.system_votes(b) == {"x": 2, "y": 4, "z": 4}
+    # The Music Arena layout: the same battle file in two month folders counts once.
+    for month in ("2025-10", "2025-11"):
+        folder = tmp_path / "battle_data" / month
+        folder.mkdir(parents=True)
+        (folder / "u1.json").write_text(json.dumps(_record(7, "x", "y", "B")))
+    (tmp_path / "battle_data" / "2025-11" / "u2.json").write_text(json.dumps(_record(8, "x", "y", "A")))
+    loaded = arena.load_battles(tmp_path / "battle_data")
+    assert list(loaded.ids) == ["b7", "b8"] and loaded.report()["duplicate_examples"][0]["id"] == "b7"
+
+
 def test_scores_file_join_rule_and_unmatched_report(tmp_path):
     scores = [
         {"id": "song-1", "path": "/data/ma/audio_files/01/aaa.mp3", **{t: 1.0 for t in ALL_TASKS}},
@@ -176,7 +214,9 @@ def test_scores_file_join_rule_and_unmatched_report(tmp_path):
     assert np.isnan(out.scores_a["coherence"][2:4]).all()
     assert (report.n_battles, report.n_matched, report.n_unmatched) == (5, 3, 2)
     assert [u["id"] for u in report.unmatched] == ["b2", "b3"] and report.n_ambiguous_keys >= 1
-    metrics = arena.evaluate_arena(out, arena.EvalConfig(n_bootstrap=20, folds=2, gb_max_iter=3), report)
+    metrics = arena.evaluate_arena(
+        out, arena.EvalConfig(n_bootstrap=20, folds=2, gb_max_iter=3, paper=None), report
+    )
     assert metrics["data"]["scores_join"]["n_unmatched"] == 2
     assert metrics["rules"]["coherence"]["n"] == 3 and metrics["rules"]["coherence"]["n_missing_scores"] == 2
 
@@ -227,7 +267,7 @@ def test_rule_metrics_equal_independent_computation():
 def test_rules_splits_composites_and_learned_ablation():
     records, songs, _ = synthetic_battles(n=400, informative=("coherence", "musicality", "clarity"))
     b = arena.battles_from_records(with_side_columns(records, songs))
-    metrics = arena.evaluate_arena(b, arena.EvalConfig(n_bootstrap=50, folds=5, gb_max_iter=20))
+    metrics = arena.evaluate_arena(b, arena.EvalConfig(n_bootstrap=50, folds=5, gb_max_iter=20, paper=None))
     rules = metrics["rules"]
     assert set(rules) == set(ALL_TASKS) | set(arena.COMPOSITES)
     assert set(rules["coherence"]["by_type"]) == {"instrumental", "vocal"}
@@ -351,6 +391,66 @@ def test_leaderboard_votes_min_votes_and_intervals(tmp_path):
         assert next(csv.reader(f)) == ["system", "score", "ci_low", "ci_high", "votes"]
 
 
+def test_official_board_subsets_follow_the_lyrics_capability_rule(caplog):
+    # musicgen-small cannot sing lyrics; riffusion and sonauto can; "mystery" is unknown.
+    systems = ["musicgen-small", "riffusion-fuzz-1-0", "sonauto-v2-2", "mystery"]
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(200):
+        a, b = rng.choice(len(systems), 2, replace=False)
+        kind = [True, False, None][i % 3]
+        rows.append(_record(i, systems[a], systems[b], "AB"[i % 2], is_instrumental=kind))
+    battles = arena.battles_from_records(rows)
+    capable = {"riffusion-fuzz-1-0", "sonauto-v2-2"}
+
+    def expected(kind, lyrics):
+        both = [r["system_a"] in capable and r["system_b"] in capable for r in rows]
+        return [
+            r["battle_uuid"]
+            for r, bc in zip(rows, both, strict=True)
+            if r["is_instrumental"] is kind and (not lyrics or (bc if kind is False else not bc))
+        ]
+
+    for subset, kind in (("instrumental", True), ("vocal", False)):
+        for lyrics in (True, False):
+            config = arena.LeaderboardConfig(subset=subset, lyrics_filter=lyrics)
+            with caplog.at_level("WARNING", logger="apexmusic.arena"):
+                chosen = arena.leaderboard_battles(battles, config)
+            assert list(chosen.ids) == expected(kind, lyrics), (subset, lyrics)
+            assert arena.leaderboard_battles(chosen, config) is chosen  # selected once
+    assert any("mystery" in r.getMessage() for r in caplog.records)
+    vocal = arena.leaderboard_battles(battles, arena.LeaderboardConfig(subset="vocal"))
+    assert set(vocal.systems) == capable
+    board = arena.arena_leaderboard(
+        battles, arena.LeaderboardConfig(subset="vocal", n_bootstrap=5, min_votes=0)
+    )
+    assert {r.system for r in board} == capable
+    # Another list of lyrics-capable systems; no is_instrumental at all: every battle's kind.
+    unknown = arena.battles_from_records([{**r, "is_instrumental": None} for r in rows])
+    config = arena.LeaderboardConfig(subset="vocal", lyrics_systems=frozenset({"mystery", "musicgen-small"}))
+    assert set(arena.leaderboard_battles(unknown, config).systems) == {"mystery", "musicgen-small"}
+    assert len(arena.leaderboard_battles(unknown, arena.LeaderboardConfig(subset="all"))) == 200
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: arena.EvalConfig(folds=1), "folds"),
+        (lambda: arena.EvalConfig(n_bootstrap=-1), "n_bootstrap"),
+        (lambda: arena.EvalConfig(ci=1.5), "ci"),
+        (lambda: arena.LeaderboardConfig(min_votes=-1), "min_votes"),
+        (lambda: arena.LeaderboardConfig(subset="choral"), "subset"),
+        (lambda: arena.LeaderboardConfig(C=0), "C"),
+        (lambda: arena.PaperConfig(svm_kernels=("cubic",)), "svm_kernels"),
+        (lambda: arena.PaperConfig(n_estimators=0), "n_estimators"),
+        (lambda: arena.PaperConfig(models=("xgboost",)), "models"),
+    ],
+)
+def test_configs_validate_themselves(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
 def test_predicted_leaderboard_counts_each_song_once():
     records, songs, systems = synthetic_battles(n=300, seed=2)
     b = arena.battles_from_records(with_side_columns(records, songs))
@@ -440,12 +540,14 @@ def test_cli_eval_and_leaderboard_with_scores_file(tmp_path, capsys):
             "--folds",
             "3",
             "--no-pairs",
+            "--no-paper",
         ]
     )
     assert code == 1
     metrics = json.loads((out / "arena_metrics.json").read_text())
     assert metrics["data"]["n_both_bad"] == 1 and metrics["data"]["scores_join"]["n_unmatched"] == 1
     assert metrics["rules"]["coherence"]["n"] == 120 and "apex_all_z" in metrics["rules"]
+    assert "paper_protocol" not in metrics
     assert (out / "arena_accuracy.png").stat().st_size > 1000
     assert "rule coherence" in capsys.readouterr().out
 
@@ -479,6 +581,11 @@ def test_cli_eval_and_leaderboard_with_scores_file(tmp_path, capsys):
     assert info["score_name"] == "coherence" and info["correlations"]["coherence"]["n_systems"] == 5
 
     assert main(["arena", "leaderboard", "--battles", str(tmp_path / "missing.csv"), "--out", str(lb)]) == 2
+    capsys.readouterr()
+    assert main(["arena", "eval", "--battles", str(bpath), "--out", str(out), "--folds", "1"]) == 2
+    assert main(["arena", "leaderboard", "--battles", str(bpath), "--out", str(lb), "--min-votes", "-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "folds must be >= 2" in err[0] and "min_votes must be >= 0" in err[1]
 
 
 def test_cli_eval_without_scores_is_a_usage_error(tmp_path):

@@ -61,7 +61,7 @@ def _assert_same(a, b, path="$"):
 @SETTINGS
 @given(battle_sets())
 def test_swapping_sides_leaves_every_metric_unchanged(battles):
-    config = arena.EvalConfig(n_bootstrap=40, folds=3, gb_max_iter=5)
+    config = arena.EvalConfig(n_bootstrap=40, folds=3, gb_max_iter=5, paper=None)
     swapped = battles.swapped()
     original = arena.evaluate_arena(battles, config)
     mirrored = arena.evaluate_arena(swapped, config)

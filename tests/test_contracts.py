@@ -9,7 +9,7 @@ import pytest
 
 from apexmusic.errors import ConfigError, StoreError
 from apexmusic.sources import Song, resolve_inputs
-from apexmusic.store import EmbeddingStore, SongEmbedding
+from apexmusic.store import EmbeddingSpec, EmbeddingStore, SongEmbedding
 from apexmusic.tasks import ALL_TASKS, TASKS, tasks_for
 
 
@@ -69,8 +69,8 @@ def _song(i: int, n_seg: int, rng) -> SongEmbedding:
 
 def test_store_round_trip_resume_and_settings_guard(tmp_path):
     rng = np.random.default_rng(0)
-    manifest = {"encoder": "t", "weights": "none", "n_layers": 3, "dim": 4, "sample_rate": 8}
-    store = EmbeddingStore.create(tmp_path, manifest)
+    spec = EmbeddingSpec(encoder="t", n_layers=3, dim=4, sample_rate=8)
+    store = EmbeddingStore.create(tmp_path, spec)
     songs = [_song(i, i + 1, rng) for i in range(3)]
     store.write(songs[:2])
     store.write(songs[2:])
@@ -80,7 +80,26 @@ def test_store_round_trip_resume_and_settings_guard(tmp_path):
     np.testing.assert_array_equal(data.layers[0], songs[2].layers)
     np.testing.assert_array_equal(data.segments[1], songs[0].segments)
     with pytest.raises(StoreError):  # rows present, no --resume
-        EmbeddingStore.create(tmp_path, manifest)
-    EmbeddingStore.create(tmp_path, manifest, resume=True)
+        EmbeddingStore.create(tmp_path, spec)
+    EmbeddingStore.create(tmp_path, spec, resume=True)
     with pytest.raises(StoreError):  # other settings
-        EmbeddingStore.create(tmp_path, {**manifest, "dim": 5}, resume=True)
+        EmbeddingStore.create(tmp_path, spec.with_(dim=5), resume=True)
+    assert EmbeddingStore.open(tmp_path).spec() == spec == data.spec
+
+
+def test_the_public_api_is_importable_from_the_top_without_loading_torch_up_front():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, apexmusic; assert 'torch' not in sys.modules; "
+        "from apexmusic import EmbeddingSpec, EmbeddingStore, ModelDir, Predictor, ScoringModel; "
+        "from apexmusic import load_encoder; "
+        "from apexmusic.predict import Predictor as P; assert Predictor is P; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    import apexmusic
+
+    with pytest.raises(AttributeError):
+        apexmusic.NotAName  # noqa: B018

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from apexmusic.embed import EmbedConfig, embed_inputs
+from apexmusic.encoders import EncoderBase
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingStore
 
@@ -131,7 +132,9 @@ def test_tiny_random_mert_gives_the_local_vectors(ray_session, short_songs, tmp_
     config = EmbedConfig(
         encoder="mert-v1-95m", weights="random", segment_seconds=20.0, workers=1, batch_size=4
     )
-    monkeypatch.setattr(embed, "build_encoder", lambda config: _tiny_mert())  # the local engine's encoder
+    monkeypatch.setattr(
+        embed.local, "build_encoder", lambda config: _tiny_mert()
+    )  # the local engine's encoder
     songs = short_songs[:2]
     local = embed_inputs(songs, tmp_path / "local", config)
     assert local.n_failed == 0
@@ -159,7 +162,7 @@ def test_object_store_uris_are_fetched_by_the_workers(ray_session, short_songs, 
 # ---- fault tolerance ------------------------------------------------------------------------
 
 
-class _DiesOnce:
+class _DiesOnce(EncoderBase):
     """The handcrafted encoder, except that the first encode call anywhere kills its process,
     and (with ``poison``) so does every batch holding a segment of exactly ``poison`` samples."""
 
@@ -335,6 +338,28 @@ def test_predict_with_ray_writes_the_local_rows(ray_session, predict_model_dir, 
     )
     assert (resumed.n_skipped, resumed.n_done) == (3, 0)
     assert len((tmp_path / "ray.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow  # a Ray pipeline run (~10 s on 2 busy cores)
+def test_a_segment_mode_model_pools_segments_on_ray(ray_session, segment_model_setup, tmp_path):
+    from predict_fixtures import pooled_segment_scores
+
+    from apexmusic.distributed import predict_inputs_ray
+    from apexmusic.model import ScoringModel
+    from apexmusic.predict import PredictConfig
+    from apexmusic.tasks import TASKS
+
+    paths, store, model_dir = segment_model_setup
+    model = ScoringModel.from_pretrained(model_dir)
+    songs = [Song(Path(p).stem, p) for p in paths]
+    report = predict_inputs_ray(
+        songs, model_dir, tmp_path / "ray.jsonl", PredictConfig(mc_samples=0), concurrency=1
+    )
+    assert (report.n_done, report.n_failed) == (3, 0)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "ray.jsonl").read_text().splitlines())}
+    for song_id, want in pooled_segment_scores(model, store).items():
+        for k, task in enumerate(model.tasks):
+            assert abs(rows[song_id][task] - want[k]) <= 1e-4 * TASKS[task].span, (song_id, task)
 
 
 # ---- sizing ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from apexmusic.audio import SegmentConfig
 from apexmusic.cli import main
 from apexmusic.embed import EmbedConfig, SongEmbedder, embed_inputs
 from apexmusic.encoders.handcrafted import HandcraftedEncoder
-from apexmusic.errors import StoreError
+from apexmusic.errors import ConfigError, StoreError
 from apexmusic.sources import Song, resolve_inputs
 from apexmusic.store import EmbeddingStore
 
@@ -37,7 +37,7 @@ class RecordingEncoder(HandcraftedEncoder):
 @pytest.fixture
 def recording(monkeypatch):
     encoder = RecordingEncoder()
-    monkeypatch.setattr(embed, "build_encoder", lambda config: encoder)
+    monkeypatch.setattr(embed.local, "build_encoder", lambda config: encoder)
     return encoder
 
 
@@ -59,7 +59,7 @@ def test_every_real_song_embeds_with_handcrafted(real_audio_files, tmp_path):
     data = store.load(with_segments=True)
     manifest = store.manifest()
     assert manifest["encoder"] == "handcrafted" and manifest["dim"] == data.layers.shape[2]
-    assert manifest["segment_seconds"] == 30.0 and manifest["code_version"] and manifest["config_hash"]
+    assert manifest["segment_seconds"] == 30.0 and manifest["version"] and manifest["config_hash"]
     assert data.layers.shape == (7, 1, manifest["dim"]) and np.isfinite(data.layers).all()
     for i, song_id in enumerate(data.ids):
         duration = data.duration_s[i]
@@ -112,8 +112,10 @@ def test_same_content_under_two_names_is_decoded_once(tmp_path, monkeypatch):
     shutil.copy(songs[0].path, copy)
     songs.append(Song("copy_of_s0", str(copy)))
     decoded = []
-    real = embed.iter_segments
-    monkeypatch.setattr(embed, "iter_segments", lambda path, *a: decoded.append(path) or real(path, *a))
+    real = embed.messages.iter_segments
+    monkeypatch.setattr(
+        embed.messages, "iter_segments", lambda path, *a: decoded.append(path) or real(path, *a)
+    )
     report = embed_inputs(songs, tmp_path / "store", EmbedConfig(workers=0))
     assert report.n_done == 3 and report.n_cached == 1
     assert sorted(decoded) == sorted([songs[0].path, songs[1].path])
@@ -125,7 +127,7 @@ def test_same_content_under_two_names_is_decoded_once(tmp_path, monkeypatch):
 
 def test_an_encoder_error_costs_one_song(tmp_path, monkeypatch):
     encoder = RecordingEncoder(fail_on_length=2 * 22050)  # only the 2 s song has a 2 s segment
-    monkeypatch.setattr(embed, "build_encoder", lambda config: encoder)
+    monkeypatch.setattr(embed.local, "build_encoder", lambda config: encoder)
     songs = _songs(tmp_path, seconds=(6.0, 2.0, 4.0))
     report = embed_inputs(
         songs, tmp_path / "store", EmbedConfig(workers=0, segment_seconds=6.0, batch_size=8)
@@ -186,6 +188,27 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"precision": "fp8"},
+        {"compat": "reference", "segment_seconds": 10.0},
+        {"compat": "reference", "precision": "bf16"},
+        {"compat": "nope"},
+        {"batch_size": 0},
+        {"workers": -1},
+        {"shard_songs": 0},
+        {"segment_seconds": 0.0},
+        {"hop_seconds": 40.0},
+        {"max_seconds": -1.0},
+        {"encoder": ""},
+    ],
+)
+def test_an_embed_config_checks_itself_on_construction(settings):
+    with pytest.raises(ConfigError):
+        EmbedConfig(**settings)
+
+
 def test_an_interrupted_run_keeps_finished_songs_and_resume_completes_it(tmp_path):
     songs = _songs(tmp_path, seconds=(2.0, 2.0, 2.0, 2.0))
     out = tmp_path / "store"
@@ -208,27 +231,30 @@ def test_a_killed_decoder_process_costs_one_song_and_is_replaced(tmp_path):
     import os
     import signal
 
-    from apexmusic.embed import _WorkerPool
+    from apexmusic.embed import DecodeTask, SegmentAudio, SongEnd, SongFailed, WorkerPool
 
     long_song = write_audio(tmp_path / "long.wav", music_like(1200.0, 8000), 8000)
     short_song = write_audio(tmp_path / "short.wav", music_like(2.0, 8000), 8000)
     segment = SegmentConfig(segment_seconds=30.0)
-    pool = _WorkerPool(1, 8000, segment, queue_size=4, timeout_s=600)
-    resolved: dict[int, tuple] = {}
+    pool = WorkerPool(1, 8000, segment, queue_size=4, timeout_s=600)
+    resolved: dict[int, SongEnd | SongFailed] = {}
     try:
-        pool.submit([(0, str(long_song), None)])
+        pool.submit([DecodeTask(0, str(long_song))])
         killed = False
         for message in pool.messages(lambda: len(resolved) >= 2):
-            if message[0] == "seg" and message[1] == 0 and not killed:
+            if isinstance(message, SegmentAudio) and message.idx == 0 and not killed:
                 os.kill(pool.workers[0].proc.pid, signal.SIGKILL)  # the decoder dies mid-song
                 killed = True
-                pool.submit([(1, str(short_song), None)])
-            elif message[0] in ("end", "fail"):
-                resolved[message[1]] = message
+                pool.submit([DecodeTask(1, str(short_song))])
+            elif isinstance(message, (SongEnd, SongFailed)):
+                resolved[message.idx] = message
     finally:
         pool.close()
-    assert resolved[0][:3] == ("fail", 0, "decode") and "died" in resolved[0][3]
-    assert resolved[1][0] == "end" and resolved[1][2] == 1  # the replacement decoded the next song
+    assert isinstance(resolved[0], SongFailed) and resolved[0].kind == "decode"
+    assert "died" in resolved[0].message
+    assert resolved[1] == SongEnd(
+        1, 1, resolved[1].duration_s, resolved[1].sha256
+    )  # the replacement decoded it
 
 
 def test_encoding_inside_decoder_processes_equals_encoding_in_the_main_process(tmp_path):

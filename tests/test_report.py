@@ -17,7 +17,7 @@ from apexmusic.tasks import ALL_TASKS
 
 @pytest.fixture
 def eval_dir(tmp_path):
-    from apexmusic.arena import EvalConfig, battles_from_records, evaluate_arena, write_json
+    from apexmusic.arena import EvalConfig, PaperConfig, battles_from_records, evaluate_arena, write_json
     from apexmusic.metrics import evaluate_predictions, write_evaluation
 
     rng = np.random.default_rng(0)
@@ -50,7 +50,13 @@ def eval_dir(tmp_path):
         rec.update({f"{t}_b": float(b[k]) for k, t in enumerate(ALL_TASKS)})
         records.append(rec)
     arena = evaluate_arena(
-        battles_from_records(records), EvalConfig(n_bootstrap=100, folds=5, gb_max_iter=20)
+        battles_from_records(records),
+        EvalConfig(
+            n_bootstrap=100,
+            folds=5,
+            gb_max_iter=20,
+            paper=PaperConfig(n_estimators=10, svm_C=(1.0,), svm_kernels=("rbf",), svm_gammas=("scale",)),
+        ),
     )
     write_json(arena, tmp_path / "arena_metrics.json")
     return tmp_path, evaluation
@@ -71,6 +77,7 @@ def test_report_of_an_evaluation_folder(eval_dir):
         assert f"{evaluation.metrics[task]['spearman']:.3f}" in page
     assert "<h2>Training curves</h2>" in page and "<h2>Arena: pairwise preferences</h2>" in page
     assert "<h2>Spearman per platform</h2>" in page and "udio (n=40)" in page
+    assert "paper protocol · svm" in page and "(paper 0.614)" in page
     udio = evaluation.per_platform["score_streams"]["udio"]["spearman"]
     assert f"{udio:.3f}" in page
 

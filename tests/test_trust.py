@@ -14,6 +14,7 @@ from train_sim import simulate, write_plain_labels, write_store
 from apexmusic.cli import main
 from apexmusic.data import join_labels, load_labels
 from apexmusic.errors import ConfigError, ModelLoadError
+from apexmusic.model import ModelDir
 from apexmusic.store import EmbeddingStore
 from apexmusic.tasks import ALL_TASKS, POPULARITY_TASKS
 from apexmusic.train import TrainConfig, save_training_outputs, train
@@ -176,7 +177,7 @@ def test_training_records_basis_intervals_and_domain_and_they_round_trip(no_popu
     assert (model_dir / TRUST_JSON).is_file() and (model_dir / TRUST_ARRAYS).is_file()
     saved = json.loads((model_dir / TRUST_JSON).read_text())
     assert saved["basis"]["status"]["score_streams"] == "not_served"
-    again = load_trust(model_dir, model_id=result.model.model_id)
+    again = ModelDir(model_dir).trust(model_id=result.model.model_id)
     assert again.summary() == trust.summary() and again.model_id == result.model.model_id
     with pytest.raises(ModelLoadError, match="fitted for model"):
         load_trust(model_dir, model_id="other-weights")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apexmusic.store import EmbeddingStore, SongEmbedding
+from apexmusic.store import EmbeddingSpec, EmbeddingStore, SongEmbedding
 from apexmusic.tasks import ALL_TASKS
 
 
@@ -44,18 +44,8 @@ def simulate(n: int = 600, n_layers: int = 3, dim: int = 32, seed: int = 0, n_se
 
 
 def write_store(root: Path, songs, n_layers: int, dim: int) -> Path:
-    manifest = {
-        "encoder": "sim",
-        "weights": "none",
-        "n_layers": n_layers,
-        "dim": dim,
-        "sample_rate": 24000,
-        "segment_seconds": 30.0,
-        "hop_seconds": None,
-        "compat": None,
-        "encoder_settings": {},
-    }
-    store = EmbeddingStore.create(root, manifest)
+    spec = EmbeddingSpec(encoder="sim", weights="none", n_layers=n_layers, dim=dim, sample_rate=24000)
+    store = EmbeddingStore.create(root, spec)
     store.write(songs)
     return root
 

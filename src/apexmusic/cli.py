@@ -167,6 +167,34 @@ def _cmd_embed(args) -> int:
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
 
 
+@_command
+def _add_store(sub):
+    p = sub.add_parser("store", help="inspect and mend embedding stores")
+    store_sub = p.add_subparsers(dest="store_command", metavar="STORE_COMMAND")
+    p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
+    r = store_sub.add_parser(
+        "repair",
+        help="rebuild a store's manifest.json from the embedding spec its shards carry",
+        description="Every shard records the settings its vectors were made with; this rewrites "
+        "DIR/manifest.json from them. Refused when the shards disagree or predate that record.",
+    )
+    r.add_argument("store", metavar="DIR", help="embedding store folder")
+    r.set_defaults(handler=_cmd_store_repair)
+
+
+def _cmd_store_repair(args) -> int:
+    from apexmusic.store import EmbeddingStore, repair_manifest
+
+    spec = repair_manifest(args.store)
+    n_shards = len(EmbeddingStore(args.store).shards())
+    print(
+        f"rebuilt {args.store}/manifest.json from {n_shards} shards: encoder {spec.encoder} "
+        f"({spec.n_layers}x{spec.dim}), {spec.segment_seconds:g} s segments every {spec.hop:g} s"
+        + (f", compat {spec.compat}" if spec.compat else "")
+    )
+    return EXIT_OK
+
+
 def _run_on_ray(engine_function: str, *positional, args, on_progress):
     """Call ``apexmusic.distributed.<engine_function>`` with the ``--ray-*`` flags."""
     from apexmusic.errors import ConfigError
@@ -397,7 +425,7 @@ def _cmd_evaluate(args) -> int:
         model.tasks,
         args.preset,
         popularity,
-        with_segments=model.training.get("mode") == "segment",
+        with_segments=model.pooling == "segment",
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
@@ -566,6 +594,7 @@ def _cmd_compare(args) -> int:
     import json
 
     from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
+    from apexmusic.model import COMPARATOR_FILE
     from apexmusic.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
@@ -578,7 +607,7 @@ def _cmd_compare(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     method = (
-        "arena comparator (comparator.json)"
+        f"arena comparator ({COMPARATOR_FILE})"
         if result.method == "comparator"
         else "fallback: logistic of mean standardised score difference, uncalibrated"
     )
@@ -628,6 +657,8 @@ def _cmd_serve(args) -> int:
 
 @_command
 def _add_arena(sub):
+    from apexmusic.arena.config import SUBSETS
+
     p = sub.add_parser("arena", help="pairwise human-preference evaluation and Bradley–Terry leaderboards")
     arena_sub = p.add_subparsers(dest="arena_command", metavar="ARENA_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
@@ -645,6 +676,9 @@ def _add_arena(sub):
     e.add_argument("--folds", type=int, default=10, help="cross-validation folds of the learned models")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-pairs", action="store_true", help="skip the per-system-pair breakdown")
+    e.add_argument(
+        "--no-paper", action="store_true", help="skip the paper's five classifiers (paper_protocol)"
+    )
     e.set_defaults(handler=_cmd_arena_eval)
 
     lb = arena_sub.add_parser(
@@ -660,9 +694,14 @@ def _add_arena(sub):
     lb.add_argument("--min-votes", type=int, default=30, help="list only systems with this many votes")
     lb.add_argument(
         "--subset",
-        choices=("all", "instrumental", "vocal"),
+        choices=SUBSETS,
         default="all",
-        help="battles to use, by is_instrumental",
+        help="an official board: battles by is_instrumental, then Music Arena's lyrics-capability rule",
+    )
+    lb.add_argument(
+        "--no-lyrics-filter",
+        action="store_true",
+        help="with --subset: select by is_instrumental only, without the lyrics-capability rule",
     )
     lb.add_argument("--scores", metavar="FILE", help="scores file for the predicted leaderboard")
     lb.add_argument("--score-name", metavar="NAME", help="score that ranks the predicted leaderboard")
@@ -692,14 +731,15 @@ def _cmd_arena_eval(args) -> int:
     from pathlib import Path
 
     from apexmusic import arena
-    from apexmusic.errors import ConfigError
 
-    if args.bootstrap < 0 or args.folds < 2:
-        raise ConfigError("--bootstrap must be >= 0 and --folds >= 2")
-    battles, join = _load_arena_battles(args)
     config = arena.EvalConfig(
-        n_bootstrap=args.bootstrap, folds=args.folds, seed=args.seed, by_pair=not args.no_pairs
+        n_bootstrap=args.bootstrap,
+        folds=args.folds,
+        seed=args.seed,
+        by_pair=not args.no_pairs,
+        paper=None if args.no_paper else arena.PaperConfig(),
     )
+    battles, join = _load_arena_battles(args)
     metrics = arena.evaluate_arena(battles, config, join)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -725,6 +765,16 @@ def _cmd_arena_eval(args) -> int:
                     f"  {model:20s} {set_name:22s} accuracy {m['accuracy_mean']:.3f}±{m['accuracy_sd']:.3f}"
                     f"  auc {m['auc_mean']:.3f}±{m['auc_sd']:.3f}"
                 )
+    paper = metrics.get("paper_protocol", {})
+    for model, m in paper.get("models", {}).items():
+        if "skipped" in m:
+            print(f"  paper protocol {model:20s} skipped: {m['skipped']}")
+            continue
+        auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
+        print(
+            f"  paper protocol {model:20s} auc {auc}  f1 {m['f1']:.3f}"
+            f"  (paper: auc {paper['published'][model]['auc']:.3f}, f1 {paper['published'][model]['f1']:.3f})"
+        )
     print(f"wrote {out / 'arena_metrics.json'}")
     bad = len(battles.invalid) + (join.n_unmatched if join else 0)
     return EXIT_PARTIAL if bad else EXIT_OK
@@ -738,12 +788,15 @@ def _cmd_arena_leaderboard(args) -> int:
     from apexmusic import arena
     from apexmusic.errors import ConfigError
 
-    if args.bootstrap < 0 or args.min_votes < 0:
-        raise ConfigError("--bootstrap and --min-votes must be >= 0")
+    config = arena.LeaderboardConfig(
+        n_bootstrap=args.bootstrap,
+        min_votes=args.min_votes,
+        seed=args.seed,
+        subset=args.subset,
+        lyrics_filter=not args.no_lyrics_filter,
+    )
     battles, join = _load_arena_battles(args)
-    if args.subset != "all":
-        battles = battles.subset(battles.instrumental == (1.0 if args.subset == "instrumental" else 0.0))
-    config = arena.LeaderboardConfig(n_bootstrap=args.bootstrap, min_votes=args.min_votes, seed=args.seed)
+    battles = arena.leaderboard_battles(battles, config)
     with _progress_bar(args.bootstrap, "bootstrap", unit="resample") as bar:
         rows = arena.arena_leaderboard(battles, config, on_progress=lambda done, total: bar.update(1))
     out = Path(args.out)

@@ -527,11 +527,25 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
                         f"{m['auc_mean']:.3f} ± {m['auc_sd']:.3f}",
                     ]
                 )
+    paper = arena.get("paper_protocol", {})
+    for model, m in paper.get("models", {}).items():
+        if "skipped" in m:
+            continue
+        published = paper["published"][model]
+        auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
+        rows.append(
+            [
+                f"paper protocol · {model.replace('_', ' ')}",
+                f"{m['accuracy']:.3f}",
+                f"{auc} (paper {published['auc']:.3f})",
+            ]
+        )
     data = arena.get("data", {})
     return (
         f"<h2>Arena: pairwise preferences</h2><p>{data.get('n_battles', data.get('n', ''))} battles "
         "between songs of styles the model never saw. Left: each score used alone as a zero-shot "
-        "rule. Right: with and without the aesthetic scores as features.</p>"
+        "rule. Right: with and without the aesthetic scores as features. The paper's five "
+        "classifiers (its protocol: out-of-fold AUC) stand beside its published AUC.</p>"
         + _img(fig)
         + _table(["features · model", "accuracy", "AUC"], rows)
     )

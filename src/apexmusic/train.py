@@ -34,14 +34,24 @@ from apexmusic import devices
 from apexmusic.data import Dataset, Split, SplitConfig, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
-from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
+from apexmusic.model import (
+    POOLINGS,
+    ApexNet,
+    HeadConfig,
+    ModelDir,
+    ScoringModel,
+    build_net,
+    resolve_device,
+    score_store_data,
+    weighted_song_mean,
+)
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
-from apexmusic.trust import Trust, check_split, fit_trust, save_trust
+from apexmusic.trust import Trust, check_split, fit_trust
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("equal", "weighted", "uncertainty")
-MODES = ("song", "segment")
+MODES = POOLINGS  # the training mode is the model's inference pooling rule
 
 
 @dataclass
@@ -236,7 +246,7 @@ def train(
     epochs_run = len(history)
     model = ScoringModel(
         net=net.cpu(),
-        encoder_spec=encoder_spec_from_manifest(store.manifest),
+        encoder_spec=store.spec,
         targets={
             "labels": dataset.labels.source,
             "popularity": dataset.labels.popularity,
@@ -390,12 +400,11 @@ def _predict(net: ApexNet, data: _Tensors, batch_size: int = 8192) -> np.ndarray
         [net.forward_prepared(data.x[s : s + batch_size]) for s in range(0, len(data.x), batch_size)]
     )
     net.train(was)
+    rows = out.float().cpu().numpy()
     if data.song_of is None:
-        return out.cpu().numpy()
-    w = data.row_weight.unsqueeze(1)
-    sums = torch.zeros(data.n_songs, out.shape[1], device=out.device).index_add_(0, data.song_of, out * w)
-    weights = torch.zeros(data.n_songs, device=out.device).index_add_(0, data.song_of, data.row_weight)
-    return (sums / weights.clamp(min=1e-12).unsqueeze(1)).cpu().numpy()
+        return rows
+    song_of, weights = data.song_of.cpu().numpy(), data.row_weight.cpu().numpy()
+    return weighted_song_mean(rows, song_of, weights, data.n_songs).astype(np.float32)
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -471,39 +480,12 @@ def _label_counts(dataset: Dataset, index: np.ndarray) -> dict[str, int]:
     return {t: int(np.isfinite(y[:, i]).sum()) for i, t in enumerate(dataset.tasks)}
 
 
-def encoder_spec_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What embedding produced the data: the part of a store manifest a model must match."""
-    keys = (
-        "weights",
-        "segment_seconds",
-        "hop_seconds",
-        "compat",
-        "n_layers",
-        "dim",
-        "sample_rate",
-        "encoder_settings",
-        "config_hash",
-    )
-    return {"name": manifest.get("encoder"), **{k: manifest.get(k) for k in keys}}
-
-
 # ---- evaluation of a saved model -------------------------------------------------------------
 
 
 def predict_dataset(model: ScoringModel, dataset: Dataset, batch_size: int = 8192) -> np.ndarray:
-    """Song-level predictions ``[N, len(model.tasks)]``; segment-mode models average their
-    segment predictions with the segment weights, as in training."""
-    mode = model.training.get("mode", "song")
-    store = dataset.store
-    if mode == "segment" and store.segments is not None:
-        x, song_of, weight = _inputs(dataset, np.arange(len(dataset)), "segment")
-        scores = model.predict_layers(x, batch_size=batch_size)
-        rows = np.stack([scores[t] for t in model.tasks], 1).astype(np.float64)
-        sums = np.zeros((len(dataset), len(model.tasks)))
-        np.add.at(sums, song_of, rows * weight[:, None])
-        return sums / np.maximum(np.bincount(song_of, weights=weight, minlength=len(dataset)), 1e-12)[:, None]
-    scores = model.predict_layers(store.layers, batch_size=batch_size)
-    return np.stack([scores[t] for t in model.tasks], 1)
+    """Song-level predictions ``[N, len(model.tasks)]`` under the model's pooling rule."""
+    return score_store_data(model, dataset.store, batch_size=batch_size)
 
 
 def evaluate_model(model: ScoringModel, dataset: Dataset, n_boot: int = 1000, seed: int = 0) -> Evaluation:
@@ -615,10 +597,10 @@ def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     """Model directory plus ``eval/`` (held-out metrics, rankings) next to the weights."""
     model_dir = result.model.save_pretrained(model_dir)
     if result.evaluation is not None:
-        write_evaluation(result.evaluation, Path(model_dir) / "eval")
+        write_evaluation(result.evaluation, ModelDir(model_dir).eval_dir)
     if result.trust is not None:
         result.trust.model_id = result.model.model_id
-        save_trust(result.trust, model_dir)
+        ModelDir(model_dir).save_trust(result.trust)
     return model_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from apexmusic.encoders.base import Encoder
+from apexmusic.encoders.base import Encoder, EncoderBase
 from apexmusic.errors import ConfigError
 
 # name -> "module:factory". A factory takes (weights, device, precision, **options).
@@ -18,8 +18,6 @@ _REGISTRY: dict[str, str] = {
     "musicnn-msd-vgg": "apexmusic.encoders.musicnn:load_msd_vgg",
     "musicnn-mtt-vgg": "apexmusic.encoders.musicnn:load_mtt_vgg",
 }
-
-DEFAULT_ENCODER = "handcrafted"
 
 
 def available_encoders() -> list[str]:
@@ -49,4 +47,4 @@ def load_encoder(
     return factory(weights=weights, device=device, precision=precision, **options)
 
 
-__all__ = ["DEFAULT_ENCODER", "Encoder", "available_encoders", "load_encoder"]
+__all__ = ["Encoder", "EncoderBase", "available_encoders", "load_encoder"]

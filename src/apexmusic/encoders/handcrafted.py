@@ -80,6 +80,7 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
+from apexmusic.encoders.base import EncoderBase
 from apexmusic.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def _chroma_map() -> np.ndarray:
     return out
 
 
-class HandcraftedEncoder:
+class HandcraftedEncoder(EncoderBase):
     """Interpretable descriptors per segment; see the module docstring for the feature table."""
 
     name = "handcrafted"

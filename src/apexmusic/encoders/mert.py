@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
+from apexmusic.encoders.base import EncoderBase
+from apexmusic.encoders.fingerprint import loaded_fingerprint
 from apexmusic.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -370,7 +372,7 @@ def load_weights(weights: str | None, arch: MertArch, seed: int = 0):
 
 
 # ---------------------------------------------------------------------------- the encoder
-class MertEncoder:
+class MertEncoder(EncoderBase):
     """A MERT model behind the apexmusic encoder protocol (see ``encoders/base.py``)."""
 
     def __init__(
@@ -528,7 +530,10 @@ def plain_pooled(model: Any, audio: Any, lengths: Any, dtype: Any = None) -> np.
 def _load(arch: MertArch, weights: str | None, device: str, precision: str, **opts: Any) -> MertEncoder:
     seed = int(opts.pop("seed", 0))
     model, loaded, weights_id = load_weights(weights, arch, seed=seed)
-    return MertEncoder(model, loaded, weights_id, device=device, precision=precision, **opts)
+    fingerprint = loaded_fingerprint(model, weights_id, loaded.name, seed)
+    encoder = MertEncoder(model, loaded, weights_id, device=device, precision=precision, **opts)
+    encoder.fingerprint = fingerprint
+    return encoder
 
 
 def load_95m(

@@ -217,6 +217,7 @@ class FastMert:
         self._pos_bias = self._to(pos.conv.bias)
         self._pos_kernel = int(pos.conv.kernel_size[0])
         self._pos_groups = int(pos.conv.groups)
+        self._pos_onednn = _grouped_conv_is_accurate(self._pos_weight, self._pos_groups)
         self._enc_norm = (
             self._to(encoder.layer_norm.weight),
             self._to(encoder.layer_norm.bias),
@@ -354,13 +355,14 @@ class FastMert:
         return torch.stack(pooled, dim=1)
 
     def _positional(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = F.conv1d(
-            hidden.transpose(1, 2),
-            self._pos_weight,
-            self._pos_bias,
-            padding=self._pos_kernel // 2,
-            groups=self._pos_groups,
-        )
+        with torch.backends.mkldnn.flags(enabled=self._pos_onednn):
+            x = F.conv1d(
+                hidden.transpose(1, 2),
+                self._pos_weight,
+                self._pos_bias,
+                padding=self._pos_kernel // 2,
+                groups=self._pos_groups,
+            )
         if self._pos_kernel % 2 == 0:
             x = x[:, :, :-1]
         return F.gelu(x).transpose(1, 2)
@@ -383,6 +385,25 @@ class FastMert:
 
     def _feed_forward(self, hidden: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         return p["ff2"](p["ff1"](hidden, gelu=True))
+
+
+def _grouped_conv_is_accurate(weight: torch.Tensor, groups: int) -> bool:
+    """Whether oneDNN computes this grouped conv right in ``weight``'s dtype on this machine.
+
+    Its bf16 kernels return unrelated values (cosine ~0 to float32) for 4 or 8 channels per
+    group on AMX CPUs; such convs then run on ATen's own kernel. Real MERT (48 per group) passes.
+    """
+    if (
+        weight.device.type != "cpu"
+        or weight.dtype == torch.float32
+        or not torch.backends.mkldnn.is_available()
+    ):
+        return True
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, weight.shape[0], 2 * weight.shape[-1], generator=generator)
+    expected = F.conv1d(x, weight.float(), groups=groups)
+    got = F.conv1d(x.to(weight.dtype), weight, groups=groups).float()
+    return bool(F.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.999)
 
 
 def _ln(hidden: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, float]) -> torch.Tensor:

@@ -53,6 +53,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
+from apexmusic.encoders.base import EncoderBase
+from apexmusic.encoders.fingerprint import cache_root, state_fingerprint
 from apexmusic.encoders.tf_checkpoint import TensorBundle, open_bundle
 from apexmusic.errors import ConfigError, ModelLoadError
 
@@ -477,11 +479,6 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------- obtaining the weights
 
 
-def cache_root() -> Path:
-    """apexmusic's cache: ``$APEXMUSIC_CACHE`` or ``~/.cache/apexmusic``."""
-    return Path(os.environ.get("APEXMUSIC_CACHE") or Path.home() / ".cache" / "apexmusic")
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -621,6 +618,9 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch_dtype(resolve_precision(precision, str(device)))
 
 
+_PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 @dataclass
 class WindowOutputs:
     """Per-window outputs of the original tagging API."""
@@ -629,7 +629,7 @@ class WindowOutputs:
     features: dict[str, np.ndarray]  # musicnn: penultimate [W, 200], mean_pool/max_pool [W, 753]
 
 
-class MusicnnEncoder:
+class MusicnnEncoder(EncoderBase):
     """musicnn as an apexmusic encoder (see the module docstring for the layer layout)."""
 
     sample_rate = SAMPLE_RATE
@@ -651,6 +651,7 @@ class MusicnnEncoder:
         self.weights_id = weights_id
         self.device = torch.device(resolve_device(device))
         self.dtype = _resolve_precision(precision, self.device)
+        self.precision = _PRECISION_NAMES[self.dtype]
         self.layout = layout
         self.window_batch = max(1, int(window_batch))
         dims = config.layer_dims
@@ -661,6 +662,7 @@ class MusicnnEncoder:
         self.model = build_model(config)
         if state is not None:
             load_state(self.model, state)
+        self.fingerprint = state_fingerprint(self.model.state_dict())
         self.model.eval().to(self.device)
         self.log_mel = LogMel().to(self.device)
         self._last: tuple[bytes, dict[str, np.ndarray]] | None = None

@@ -2,21 +2,23 @@
 
 - :mod:`apexmusic.store.spec`: :class:`EmbeddingSpec`, what a vector means, and the one
   compatibility rule every scoring path uses.
-- :mod:`apexmusic.store.folder`: :class:`EmbeddingStore`, the folder of Parquet shards,
-  ``manifest.json`` and ``failures.jsonl``.
+- :mod:`apexmusic.store.folder`: :class:`EmbeddingStore`, the folder of Parquet shards (each
+  carrying its spec), ``manifest.json`` and ``failures.jsonl``.
 """
 
 from apexmusic.store.folder import (
     FAILURES,
     MANIFEST,
     SHARD_GLOB,
+    SHARD_SPEC_KEY,
     STORE_FORMAT,
-    VECTOR_KEYS,
     EmbeddingStore,
     Failure,
     SongEmbedding,
     StoreData,
-    config_hash,
+    manifest_for,
+    repair_manifest,
+    shard_spec,
 )
 from apexmusic.store.spec import EmbeddingSpec, SpecMismatchError, check_compatible, weights_fingerprint
 
@@ -24,8 +26,8 @@ __all__ = [
     "FAILURES",
     "MANIFEST",
     "SHARD_GLOB",
+    "SHARD_SPEC_KEY",
     "STORE_FORMAT",
-    "VECTOR_KEYS",
     "EmbeddingSpec",
     "EmbeddingStore",
     "Failure",
@@ -33,6 +35,8 @@ __all__ = [
     "SpecMismatchError",
     "StoreData",
     "check_compatible",
-    "config_hash",
+    "manifest_for",
+    "repair_manifest",
+    "shard_spec",
     "weights_fingerprint",
 ]

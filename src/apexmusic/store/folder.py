@@ -1,10 +1,16 @@
 """The embedding store: a folder of Parquet shards, ``manifest.json`` and ``failures.jsonl``.
 
-One row per song (DESIGN.md): ``id``, ``path``, ``sha256``, ``duration_s``, ``n_segments``,
+One row per song: ``id``, ``path``, ``sha256``, ``duration_s``, ``n_segments``,
 ``layers`` (song-level per-layer vectors, ``[n_layers, dim]`` flattened), ``segments``
 (per-segment per-layer vectors, ``[n_segments, n_layers, dim]`` flattened) and
 ``segment_weights`` (the weight of each segment in the song mean: its valid seconds, or 1 for
-the reference pipeline's plain mean). Shapes live in the manifest.
+the reference pipeline's plain mean).
+
+What the vectors mean is one :class:`EmbeddingSpec`: the manifest is its ``to_dict()`` plus
+informational keys (``created``, ``last_run``), and every shard carries the same spec in its
+Parquet schema metadata. Reading checks each shard against the manifest, so a store never
+mixes settings, and a store whose manifest was lost can be rebuilt from its shards
+(:func:`repair_manifest`).
 
 Writes are atomic (temporary file, then rename), so an interrupted job leaves only whole
 shards behind and ``--resume`` can trust every row it finds. This module is the only code
@@ -14,41 +20,32 @@ training, evaluation and prediction read through it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from apexmusic.errors import StoreError
+from apexmusic.errors import ConfigError, StoreError
+from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: shards carry the embedding spec in their schema metadata
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 SHARD_GLOB = "shard-*.parquet"
-
-# Manifest keys that change the vectors: a store may only be resumed or appended to with the
-# same values. Everything else in the manifest is informational.
-VECTOR_KEYS = (
-    "encoder",
-    "weights",
-    "n_layers",
-    "dim",
-    "sample_rate",
-    "segment_seconds",
-    "hop_seconds",
-    "compat",
-    "encoder_settings",
-)
+SHARD_SPEC_KEY = b"apexmusic.embedding_spec"
+# Manifest keys that belong to the spec (or are derived from it): never changed in place.
+_SPEC_KEYS = frozenset({f.name for f in fields(EmbeddingSpec)} | {"spec_format", "config_hash", "format"})
+# What older stores recorded before the spec existed; a spec read from one lacks these.
+_UNRECORDED_BEFORE_SPEC = ("fingerprint", "decoder", "resampler", "precision")
 
 
 @dataclass
@@ -96,9 +93,10 @@ class StoreData:
     paths: list[str]
     layers: np.ndarray  # float32 [n_songs, n_layers, dim]
     duration_s: np.ndarray  # float64 [n_songs]
-    manifest: dict[str, Any]
+    spec: EmbeddingSpec
     segments: list[np.ndarray] | None = None  # per song [n_segments, n_layers, dim]
     segment_weights: list[np.ndarray] | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)  # the spec plus informational keys
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -111,16 +109,20 @@ class StoreData:
             paths=pick(self.paths),
             layers=self.layers[idx],
             duration_s=self.duration_s[idx],
-            manifest=self.manifest,
+            spec=self.spec,
             segments=pick(self.segments) if self.segments is not None else None,
             segment_weights=(pick(self.segment_weights) if self.segment_weights is not None else None),
+            manifest=self.manifest,
         )
 
 
-def config_hash(manifest: dict[str, Any]) -> str:
-    """A short hash of the manifest values that change the vectors."""
-    payload = json.dumps({k: manifest.get(k) for k in VECTOR_KEYS}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def manifest_for(spec: EmbeddingSpec, **info: Any) -> dict[str, Any]:
+    """The manifest of a store holding ``spec``'s vectors, with informational ``info``."""
+    return {**info, **spec.to_dict(), "format": STORE_FORMAT, "config_hash": spec.store_key()}
 
 
 class EmbeddingStore:
@@ -128,40 +130,51 @@ class EmbeddingStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._spec: EmbeddingSpec | None = None
+        self._checked: set[Path] = set()  # shards whose spec matched the manifest
 
     # ---- creation -----------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, manifest: dict[str, Any], resume: bool = False) -> EmbeddingStore:
-        """Open ``root`` for writing with ``manifest``.
+    def create(cls, root: str | Path, spec: EmbeddingSpec, resume: bool = False) -> EmbeddingStore:
+        """Open ``root`` for writing vectors made under ``spec``.
 
         A new folder is initialised. An existing store is reused only when ``resume`` is set
-        and its vector settings match; anything else raises StoreError rather than mixing
-        incompatible vectors in one store.
+        and its spec keys the same vectors (:meth:`EmbeddingSpec.store_key`); anything else
+        raises StoreError rather than mixing incompatible vectors in one store. A store whose
+        manifest was deleted is checked against its shards' own specs.
         """
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
-        manifest = {**manifest, "format": STORE_FORMAT}
-        manifest["config_hash"] = config_hash(manifest)
         if store.manifest_path.exists():
-            existing = store.manifest()
-            if existing.get("config_hash") != manifest["config_hash"]:
-                raise StoreError(
-                    f"{store.root} holds embeddings made with other settings "
-                    f"(config hash {existing.get('config_hash')} != {manifest['config_hash']}); "
-                    "use a new --out folder"
-                )
-            if not resume and store.has_rows():
-                raise StoreError(f"{store.root} already holds embeddings; pass --resume to continue")
-            return store
-        _atomic_write_text(store.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+            store._check_resumable(store.spec(), spec, "its manifest")
+        elif store.has_rows():
+            store._check_resumable(store._spec_from_shards(), spec, "its shards")
+        if store.has_rows() and not resume:
+            raise StoreError(f"{store.root} already holds embeddings; pass --resume to continue")
+        previous = store._readable_manifest()
+        info = {k: v for k, v in previous.items() if k not in _SPEC_KEYS}
+        info.setdefault("created", _now())
+        _atomic_write_json(store.manifest_path, manifest_for(spec, **info))
+        store._spec = spec
         return store
 
     @classmethod
     def open(cls, root: str | Path) -> EmbeddingStore:
         store = cls(root)
         if not store.manifest_path.exists():
-            raise StoreError(f"{store.root} is not an embedding store (no {MANIFEST})")
+            hint = f"; apexmusic store repair {store.root} rebuilds it" if store.has_rows() else ""
+            raise StoreError(f"{store.root} is not an embedding store (no {MANIFEST}){hint}")
         return store
+
+    def _check_resumable(self, existing: EmbeddingSpec, spec: EmbeddingSpec, source: str) -> None:
+        if "spec_format" not in self._readable_manifest() and source == "its manifest":
+            # written before the spec existed: what it did not record cannot disagree
+            existing = existing.with_(**{k: getattr(spec, k) for k in _UNRECORDED_BEFORE_SPEC})
+        if existing.store_key() != spec.store_key():
+            raise StoreError(
+                f"{self.root} holds embeddings made with other settings ({source}: "
+                f"{_differences(existing, spec)}); use a new --out folder"
+            )
 
     # ---- paths and metadata ---------------------------------------------------------------
     @property
@@ -178,14 +191,22 @@ class EmbeddingStore:
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read {self.manifest_path}: {exc}") from exc
 
+    def spec(self) -> EmbeddingSpec:
+        """The EmbeddingSpec of every vector in this store (read from the manifest)."""
+        if self._spec is None:
+            manifest = self.manifest()
+            try:
+                self._spec = EmbeddingSpec.from_dict(manifest)
+            except (ConfigError, TypeError, ValueError) as exc:  # a damaged or foreign manifest
+                raise StoreError(f"{self.manifest_path} holds no usable embedding spec: {exc}") from exc
+        return self._spec
+
     def update_manifest(self, **info: Any) -> None:
-        """Record informational keys (timings, counts); vector settings cannot change."""
-        manifest = self.manifest()
+        """Record informational keys (timings, counts); the spec cannot change."""
         for key in info:
-            if key in VECTOR_KEYS:
+            if key in _SPEC_KEYS:
                 raise StoreError(f"manifest key {key!r} defines the vectors and cannot change")
-        manifest.update(info)
-        _atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+        _atomic_write_json(self.manifest_path, {**self.manifest(), **info})
 
     def shards(self) -> list[Path]:
         return sorted(self.root.glob(SHARD_GLOB))
@@ -202,13 +223,14 @@ class EmbeddingStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table(_columns(songs))
+        table = pa.table(_columns(songs)).replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()})
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         final = self.root / name
         tmp = self.root / f".{name}.tmp"
         pq.write_table(table, tmp)
         _fsync(tmp)
         os.replace(tmp, final)
+        self._checked.add(final)
         log.debug("wrote %d songs to %s", len(songs), final)
         return final
 
@@ -219,11 +241,29 @@ class EmbeddingStore:
             os.fsync(f.fileno())
 
     # ---- reading -----------------------------------------------------------------------
+    def checked_shards(self) -> list[Path]:
+        """The shards, each verified to hold vectors of this store's spec (StoreError naming
+        the first shard made under other settings). Shards written before shards carried a
+        spec cannot be verified and are trusted."""
+        key = self.spec().store_key()
+        shards = self.shards()
+        for shard in shards:
+            if shard in self._checked:
+                continue
+            found = shard_spec(shard)
+            if found is not None and found.store_key() != key:
+                raise StoreError(
+                    f"{shard} holds vectors made with other settings than {self.manifest_path} "
+                    f"({_differences(self.spec(), found)}); move it to its own store"
+                )
+            self._checked.add(shard)
+        return shards
+
     def done_ids(self) -> set[str]:
         import pyarrow.parquet as pq
 
         ids: set[str] = set()
-        for shard in self.shards():
+        for shard in self.checked_shards():
             ids.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
         return ids
 
@@ -237,7 +277,7 @@ class EmbeddingStore:
         """Rows as dicts, shard by shard (bounded memory for very large stores)."""
         import pyarrow.parquet as pq
 
-        for shard in self.shards():
+        for shard in self.checked_shards():
             yield from pq.read_table(shard, columns=list(columns) if columns else None).to_pylist()
 
     def load(self, with_segments: bool = False, ids: Sequence[str] | None = None) -> StoreData:
@@ -248,12 +288,12 @@ class EmbeddingStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        manifest = self.manifest()
-        n_layers, dim = int(manifest["n_layers"]), int(manifest["dim"])
+        spec = self.spec()
+        n_layers, dim = spec.shape
         columns = ["id", "path", "duration_s", "layers"]
         if with_segments:
             columns += ["segments", "segment_weights"]
-        shards = self.shards()
+        shards = self.checked_shards()
         if not shards:
             raise StoreError(f"{self.root} holds no embeddings yet")
         table = pa.concat_tables([pq.read_table(s, columns=columns) for s in shards])
@@ -275,7 +315,8 @@ class EmbeddingStore:
             paths=table.column("path").to_pylist(),
             layers=layers,
             duration_s=table.column("duration_s").to_numpy().astype(np.float64),
-            manifest=manifest,
+            spec=spec,
+            manifest=self.manifest(),
         )
         if with_segments:
             data.segments = [
@@ -286,6 +327,72 @@ class EmbeddingStore:
                 np.asarray(v, dtype=np.float32) for v in table.column("segment_weights").to_pylist()
             ]
         return data
+
+    # ---- the spec kept in the shards ------------------------------------------------------
+    def _readable_manifest(self) -> dict[str, Any]:
+        try:
+            return self.manifest() if self.manifest_path.exists() else {}
+        except StoreError:
+            return {}
+
+    def _spec_from_shards(self) -> EmbeddingSpec:
+        """The one spec every shard carries; StoreError when they disagree or carry none."""
+        specs = {shard: shard_spec(shard) for shard in self.shards()}
+        if not specs:
+            raise StoreError(f"{self.root} holds no shards to read an embedding spec from")
+        legacy = [shard.name for shard, spec in specs.items() if spec is None]
+        if legacy:
+            raise StoreError(
+                f"cannot rebuild the spec of {self.root}: {len(legacy)} shard(s) (e.g. {legacy[0]}) "
+                "were written before shards recorded their embedding spec; re-embed into a new folder"
+            )
+        (first, spec), *rest = specs.items()
+        for shard, other in rest:
+            if other.store_key() != spec.store_key():
+                raise StoreError(
+                    f"the shards of {self.root} disagree: {first.name} vs {shard.name} "
+                    f"({_differences(spec, other)}); move one of them to its own store"
+                )
+        return spec
+
+
+def shard_spec(path: str | Path) -> EmbeddingSpec | None:
+    """The EmbeddingSpec a shard carries in its schema metadata (None: an older shard)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on junk
+        raise StoreError(f"cannot read shard {path}: {exc}") from exc
+    text = metadata.get(SHARD_SPEC_KEY)
+    if text is None:
+        return None
+    try:
+        return EmbeddingSpec.from_json(text)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise StoreError(f"shard {path} carries an unreadable embedding spec: {exc}") from exc
+
+
+def repair_manifest(root: str | Path) -> EmbeddingSpec:
+    """Rebuild ``manifest.json`` from the spec the shards carry; returns that spec.
+
+    Raises StoreError (one line) when there are no shards, when shards disagree, or when
+    some shards predate spec metadata (their settings are unknowable). Informational keys
+    of a readable old manifest (``created``, ``last_run``) are kept.
+    """
+    store = EmbeddingStore(root)
+    if not store.root.is_dir():
+        raise StoreError(f"{store.root} is not a folder")
+    spec = store._spec_from_shards()
+    info = {k: v for k, v in store._readable_manifest().items() if k not in _SPEC_KEYS}
+    info.setdefault("created", _now())
+    _atomic_write_json(store.manifest_path, manifest_for(spec, **info, repaired=_now()))
+    log.info("rebuilt %s from %d shards", store.manifest_path, len(store.shards()))
+    return spec
+
+
+def _differences(a: EmbeddingSpec, b: EmbeddingSpec) -> str:
+    return "; ".join(a.differences(b)) or f"store key {a.store_key()} vs {b.store_key()}"
 
 
 def _columns(songs: list[SongEmbedding]) -> dict[str, Any]:
@@ -317,9 +424,9 @@ def _flat_list_to_numpy(column: Any) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
     _fsync(tmp)
     os.replace(tmp, path)
 

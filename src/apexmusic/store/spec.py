@@ -88,6 +88,11 @@ class EmbeddingSpec:
     version: str | None = None  # apexmusic version that made the vectors
 
     def __post_init__(self) -> None:
+        # one spelling per meaning, so equal specs compare and key equal
+        object.__setattr__(self, "weights", _none_if_blank(self.weights))
+        object.__setattr__(self, "fingerprint", _none_if_blank(self.fingerprint))
+        if self.hop_seconds is not None and float(self.hop_seconds) == float(self.segment_seconds):
+            object.__setattr__(self, "hop_seconds", None)
         if not self.encoder:
             raise ConfigError("an embedding spec needs an encoder name")
         if int(self.n_layers) < 1 or int(self.dim) < 1:
@@ -120,12 +125,20 @@ class EmbeddingSpec:
         weights, even ones a model could score together. The weights count by fingerprint
         when known, else by where they came from.
         """
+        payload = json.dumps(self._keyed(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def differences(self, other: EmbeddingSpec) -> list[str]:
+        """``"key: mine vs other's"`` for every value that makes the two store keys differ."""
+        mine, theirs = self._keyed(), other._keyed()
+        return [f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in sorted(mine) if mine[k] != theirs[k]]
+
+    def _keyed(self) -> dict[str, Any]:
         keyed = {k: _canonical(getattr(self, k)) for k in _STRUCTURAL + _NUMERICAL}
         keyed["hop_seconds"] = self.hop
         keyed["weights"] = self.fingerprint or self.weights
         keyed["encoder_settings"] = _canonical(dict(self.encoder_settings))
-        payload = json.dumps(keyed, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return keyed
 
     # ---- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
