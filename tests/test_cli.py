@@ -145,7 +145,7 @@ def _bad_invocations(p: dict[str, str], model: str, store: str) -> list[list[str
             ["predict", "--embeddings", store, "--model", model, "--out", f"{x}/s.jsonl"],
             ["arena", "leaderboard", "--battles", p["missing"], "--out", x],
             ["report", model, "--out", f"{x}/r.html"],
-            ["demo", "--out", x, "--songs", "48"],
+            ["demo", "--out", x, "--songs", "120"],
         ]
     return lines
 

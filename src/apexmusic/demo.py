@@ -64,23 +64,22 @@ class DemoConfig:
     train_seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.n_songs < 48:
-            raise ConfigError(f"the demo needs at least 48 songs (6 per style), got {self.n_songs}")
+        # 15 per style: enough for the trust minimums (apexmusic.trust.basis) on the split below.
+        if self.n_songs < 120:
+            raise ConfigError(f"the demo needs at least 120 songs (15 per style), got {self.n_songs}")
         if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
         if self.n_boot < 1 or self.arena_folds < 2 or (self.workers is not None and self.workers < 0):
             raise ConfigError("n_boot >= 1, arena_folds >= 2 and workers >= 0 are required")
-        if not (
-            0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1
-        ):
+        fractions = (self.val_fraction, self.test_fraction)
+        if not (min(fractions) > 0 and sum(fractions) < 1):
             raise ConfigError("val_fraction and test_fraction must be positive and sum to less than 1")
         from apexmusic.encoders import available_encoders
 
-        unknown = [e for e in (self.encoder, *self.compare_encoders) if e not in available_encoders()]
+        known = available_encoders()
+        unknown = [e for e in (self.encoder, *self.compare_encoders) if e not in known]
         if unknown:
-            raise ConfigError(
-                f"unknown encoder {unknown[0]!r}; choose from {', '.join(available_encoders())}"
-            )
+            raise ConfigError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(known)}")
 
 
 @dataclass
@@ -223,6 +222,7 @@ def _run_pipeline(
         "model_dir": str(model_dir),
         "embeddings": str(store_dir),
         "training": {"multi_task": _train_info(full), "popularity_only": _train_info(pop)},
+        "trust": _trust_info(full, ds_held),
     }
     return _Run(encoder, headline, details)
 
@@ -311,6 +311,22 @@ def _train_info(result) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "split_sizes": result.split.sizes(),
     }
+
+
+def _trust_info(result, ds_held) -> dict[str, Any] | None:
+    """The model's trust statistics, plus how many held-out-style songs its alarm flags (they
+    come from generators never seen in training, so flags there are expected)."""
+    from apexmusic.trust import head_inputs
+
+    trust = result.trust
+    if trust is None:
+        return None
+    info = trust.summary()
+    domain = trust.domain
+    if domain is not None and domain.threshold is not None and len(ds_held):
+        distance = domain.distance(head_inputs(result.model, ds_held.store.layers))
+        info["domain"]["heldout_styles_flagged"] = float((~domain.in_domain(distance)).mean())
+    return info
 
 
 # --- evaluation ------------------------------------------------------------------------------
