@@ -227,7 +227,11 @@ def _add_embed(sub):
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the encoder's arithmetic")
     p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
+    )
     _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
     p.add_argument(
@@ -685,7 +689,11 @@ def _add_predict(sub):
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
     p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
+    )
     _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="skip ids already in --out and append")
     p.add_argument(
