@@ -300,10 +300,8 @@ def test_cli_rejects_bad_usage(predict_model_dir, tmp_path):
 def test_score_store_equals_model_on_store_vectors(predict_model_dir, predictor, tmp_path, suffix):
     store_dir = predict_model_dir.parent / "store"
     out = tmp_path / f"store_scores{suffix}"
-    code = main(
-        ["predict", "--embeddings", str(store_dir), "--model", str(predict_model_dir), "--out", str(out)]
-    )
-    assert code == 0
+    argv = ["predict", "--embeddings", str(store_dir), "--model", str(predict_model_dir), "--out", str(out)]
+    assert main([*argv, "--full-precision"]) == 0
     rows = {r["id"]: r for r in read_rows(out)}
     data = EmbeddingStore.open(store_dir).load()
     expected = predictor.model.predict_layers(data.layers)
