@@ -8,7 +8,7 @@ Endpoints (JSON unless noted):
   predictions.
 - ``GET /v1/model`` — the model card; ``GET /healthz`` — liveness and load.
 - ``GET /`` — the web page (static files shipped in the package, no external network).
-- ``GET /docs``, ``GET /redoc``, ``GET /openapi.json`` — the generated API docs, served with no
+- ``GET /docs``, ``GET /openapi.json`` — the generated API docs, served with no
   outside request (:mod:`apexmusic.api_docs`).
 
 Resource bounds, so a burst of uploads never exhausts memory or disk:
