@@ -46,6 +46,7 @@ from apexmusic.model import (
     weighted_song_mean,
 )
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
+from apexmusic.trust import Trust, check_split, fit_trust
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class TrainConfig:
     standardize: bool = True
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
+    allow_small: bool = False  # train on splits below the trust minimums (apexmusic.trust.basis)
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -145,6 +147,7 @@ class TrainResult:
     test_predictions: np.ndarray | None = None
     seconds: float = 0.0
     songs_per_second: float = 0.0
+    trust: Trust | None = None  # basis, calibrated intervals, domain statistics
 
 
 @dataclass
@@ -198,6 +201,7 @@ def train(
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
+    check_split(split.sizes(), _label_counts(dataset, split.train), config.allow_small)
     store = dataset.store
     net = build_net(
         HeadConfig(
@@ -266,6 +270,7 @@ def train(
                 "labelled songs per task (train)": _label_counts(dataset, split.train),
                 "songs without labels skipped": dataset.n_unlabelled,
                 "label rows without a song": dataset.n_missing_songs,
+                **({"small splits": "allowed (--allow-small)"} if config.allow_small else {}),
             },
             "metrics": {
                 t: {k: v for k, v in m.items() if "_ci_" not in k} for t, m in evaluation.metrics.items()
@@ -275,8 +280,10 @@ def train(
         },
     )
     rows = len(_song_rows(dataset, split.train, config.mode)) * epochs_run
+    metrics = evaluation.metrics if evaluation else None
+    trust = fit_trust(model, dataset, split, metrics, allow_small=config.allow_small)
     return TrainResult(
-        model, split, history, best_epoch, evaluation, test_pred, seconds, rows / max(seconds, 1e-9)
+        model, split, history, best_epoch, evaluation, test_pred, seconds, rows / max(seconds, 1e-9), trust
     )
 
 
@@ -591,6 +598,9 @@ def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     model_dir = result.model.save_pretrained(model_dir)
     if result.evaluation is not None:
         write_evaluation(result.evaluation, ModelDir(model_dir).eval_dir)
+    if result.trust is not None:
+        result.trust.model_id = result.model.model_id
+        ModelDir(model_dir).save_trust(result.trust)
     return model_dir
 
 

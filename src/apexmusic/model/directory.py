@@ -8,7 +8,9 @@ A model directory (``save_pretrained`` / ``from_pretrained`` style) holds:
 - ``model.safetensors``: the weights (never a pickle);
 - ``README.md``: the model card rendered from the config;
 - ``comparator.json`` (optional): an arena-trained preference comparator;
-- ``eval/`` (optional): held-out metrics and rankings written after training.
+- ``eval/`` (optional): held-out metrics and rankings written after training;
+- ``trust.json`` + ``trust.safetensors`` (optional): per-task basis, calibrated intervals and
+  domain statistics (:mod:`apexmusic.trust`, which names those two files).
 
 No other module spells these names.
 """
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
     from apexmusic.arena import PreferenceComparator
     from apexmusic.model.scoring import ScoringModel
+    from apexmusic.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +157,19 @@ class ModelDir:
         self.root.mkdir(parents=True, exist_ok=True)
         comparator.save(self.comparator_path)
         return self.comparator_path
+
+    # ---- trust statistics -------------------------------------------------------------------
+    def trust(self, model_id: str | None = None) -> Trust | None:
+        """Basis, intervals and domain statistics fitted at train time, or None for a model
+        trained before they existed. With ``model_id``, statistics of other weights are refused."""
+        from apexmusic.trust import load_trust
+
+        return load_trust(self.root, model_id=model_id)
+
+    def save_trust(self, trust: Trust) -> Path:
+        from apexmusic.trust import save_trust
+
+        return save_trust(trust, self.root)
 
     def _require_model(self) -> None:
         if not self.is_model():
