@@ -134,10 +134,10 @@ class ModelDir:
 
         self.root.mkdir(parents=True, exist_ok=True)
         metadata = {"format": "pt", "model_id": str(config.get("model_id", ""))}
-        _write_atomic(self.weights_path, save(state, metadata=metadata))
+        write_atomic(self.weights_path, save(state, metadata=metadata))
         text = json.dumps(config, indent=2, default=_json_default)
-        _write_atomic(self.config_path, text.encode("utf-8"))
-        _write_atomic(self.card_path, card_markdown.encode("utf-8"))
+        write_atomic(self.config_path, text.encode("utf-8"))
+        write_atomic(self.card_path, card_markdown.encode("utf-8"))
         return self.root
 
     def card_markdown(self) -> str:
@@ -178,7 +178,7 @@ class ModelDir:
             )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` (mode 0666 less the umask, as
     ``open`` gives), then rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
