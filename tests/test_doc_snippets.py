@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import ast
 import builtins
+import json
 import re
 import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from apexmusic.cli import _build_parser
 from apexmusic.encoders import available_encoders, load_encoder
+from apexmusic.tasks import ALL_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -26,7 +29,14 @@ NOT_RUN: dict[tuple[str, int], tuple[str, set[str]]] = {
     ("docs/embedding-speed.md", 0): ("needs MERT weights at a placeholder path", {"segments", "lengths"}),
     ("docs/musicnn.md", 0): ("downloads the musicnn wheel", {"segments", "lengths", "audio_16k_mono"}),
     ("docs/scale.md", 0): ("starts a Ray cluster", set()),
-    ("docs/arena.md", 0): ("needs battles of the songs it scores", {"scores_a", "scores_b"}),
+    ("docs/trust.md", 0): ("needs a model saved with trust statistics", {"song_layers"}),
+}
+# Inputs a snippet's text describes but does not build: given here, then the snippet runs.
+GIVEN: dict[tuple[str, int], dict[str, object]] = {
+    ("docs/arena.md", 0): {  # two songs' scores, as `apexmusic predict` writes them
+        "scores_a": dict(zip(ALL_TASKS, (61.2, 58.0, 3.4, 3.1, 2.9, 3.6, 3.3), strict=True)),
+        "scores_b": dict(zip(ALL_TASKS, (40.5, 44.1, 2.2, 2.4, 2.0, 2.8, 2.5), strict=True)),
+    },
 }
 
 
@@ -66,7 +76,25 @@ def workdir(tmp_path_factory, predict_model_dir: Path, shared_data: Path) -> Pat
         ("b.mp3", "yue_01_en.mp3"),
     ):
         shutil.copy(audio / source, root / name)
+    _arena_files(root)
     return root
+
+
+def _arena_files(root: Path, n_songs: int = 40, n_battles: int = 300) -> None:
+    """scores.jsonl for songs s0..s39 and battles.jsonl between them, decided mostly by coherence."""
+    rng = np.random.default_rng(0)
+    scores = {f"s{i}": {t: float(rng.uniform(1, 5)) for t in ALL_TASKS} for i in range(n_songs)}
+    with (root / "scores.jsonl").open("w") as f:
+        for song, row in scores.items():
+            f.write(json.dumps({"id": song, "path": f"songs/{song}.mp3", **row}) + "\n")
+    with (root / "battles.jsonl").open("w") as f:
+        for k in range(n_battles):
+            a, b = rng.choice(n_songs, 2, replace=False)
+            margin = scores[f"s{a}"]["coherence"] - scores[f"s{b}"]["coherence"] + rng.normal(0, 0.5)
+            sides = {"id_a": f"s{a}", "id_b": f"s{b}", "system_a": "x", "system_b": "y"}
+            f.write(
+                json.dumps({"battle_uuid": f"b{k}", **sides, "preference": "A" if margin > 0 else "B"}) + "\n"
+            )
 
 
 def _free_names(code: str) -> set[str]:
@@ -91,7 +119,9 @@ def test_python_snippet_runs_as_written(doc, index, code, workdir, monkeypatch):
         exec(compile(ast.Module(imports, []), f"{doc}#{index}", "exec"), {})
         pytest.skip(f"imports checked; not run: {why}")
     monkeypatch.chdir(workdir)
-    exec(compile(code, f"{doc}#{index}", "exec"), {"__name__": "__snippet__"})
+    given = GIVEN.get((doc, index), {})
+    assert _free_names(code) == set(given), f"{doc} snippet {index} uses undefined names"
+    exec(compile(code, f"{doc}#{index}", "exec"), {"__name__": "__snippet__", **given})
 
 
 def _cli_commands(code: str) -> list[list[str]]:
