@@ -69,8 +69,8 @@ class DemoConfig:
             raise ConfigError(f"the demo needs at least 120 songs (15 per style), got {self.n_songs}")
         if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
-        if self.n_boot < 1 or self.arena_folds < 2 or (self.workers is not None and self.workers < 0):
-            raise ConfigError("n_boot >= 1, arena_folds >= 2 and workers >= 0 are required")
+        if self.n_boot < 0 or self.arena_folds < 2 or (self.workers is not None and self.workers < 0):
+            raise ConfigError("n_boot >= 0, arena_folds >= 2 and workers >= 0 are required")
         fractions = (self.val_fraction, self.test_fraction)
         if not (min(fractions) > 0 and sum(fractions) < 1):
             raise ConfigError("val_fraction and test_fraction must be positive and sum to less than 1")
