@@ -186,6 +186,8 @@ def test_bad_paths_and_settings_are_one_line_each(paths, predict_model_dir, caps
         ["predict", "--model", model, "--out", f"{r}/o.jsonl"],
         ["demo", "--out", f"{r}/d", "--songs", "10"],
         ["demo", "--out", f"{r}/d", "--encoder", "handcrafted", "--compare-encoders", "nope"],
+        ["arena", "eval", "--battles", store, "--out", f"{r}/a"],  # a folder of other tables
+        ["arena", "leaderboard", "--battles", store, "--out", f"{r}/l"],
     ]
     for argv in _bad_invocations(paths, model, store) + bad_settings:
         code, _, err = run(argv, capsys)

@@ -966,6 +966,14 @@ def _load_arena_battles(args):
     from apexmusic import arena
 
     battles = arena.load_battles(args.battles)
+    if not len(battles) and battles.invalid:
+        from apexmusic.errors import DataError
+
+        first = battles.invalid[0]
+        raise DataError(
+            f"{args.battles} holds no usable battle ({len(battles.invalid)} rows; "
+            f"row {first['row']}: {first['reason']})"
+        )
     join = None
     if args.scores:
         battles, join = arena.attach_scores(battles, arena.load_scores(args.scores))
