@@ -13,8 +13,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from apexmusic.errors import ApexError
+
+if TYPE_CHECKING:
+    from apexmusic.predict import PredictReport, StoreScoreReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -564,6 +568,7 @@ def _cmd_predict(args) -> int:
         f"scored {report.n_done} songs, {report.n_failed} failed, {report.n_skipped} already done "
         f"in {report.wall_seconds:.1f} s -> {args.out}"
     )
+    _print_trust_summary(args.model, report)
     if report.n_failed:
         print(f"failures: {report.failures_file}", file=sys.stderr)
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
@@ -577,7 +582,25 @@ def _predict_store(args) -> int:
             args.embeddings, args.model, args.out, batch_size=args.batch_size or 65536, on_progress=bar.update
         )
     print(f"scored {report.n_rows} songs from {args.embeddings} in {report.wall_seconds:.2f} s -> {args.out}")
+    _print_trust_summary(args.model, report)
     return EXIT_OK
+
+
+def _print_trust_summary(model_dir: str, report: PredictReport | StoreScoreReport) -> None:
+    """The model's provenance, tasks left empty and songs unlike the training data, plainly."""
+    from apexmusic.model import ModelDir
+    from apexmusic.model.provenance import describe
+
+    folder = ModelDir(model_dir)
+    model_id = report.model_id or str(folder.read_config().get("model_id", ""))
+    print(f"model {model_id}: {describe(folder.provenance())}")
+    if report.not_served:
+        print(f"not trained (empty in the output): {', '.join(report.not_served)}")
+    if report.n_domain_checked:
+        print(
+            f"{report.n_out_of_domain} of {report.n_domain_checked} songs are unlike the training data "
+            "(in_domain false): their scores are extrapolations"
+        )
 
 
 @_command

@@ -281,6 +281,7 @@ def _train(
         test_fraction=config.test_fraction,
         device=config.device,
         n_boot=config.n_boot,
+        simulated=True,
     )
     with torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
         result = train(
