@@ -13,6 +13,11 @@ not change with ``mc_samples``. Because the outputs are bounded (sigmoid), input
 far from the training data can saturate every pass and shrink the spread again; ``novelty``
 (the RMS z-score of the input embedding under the model's own training standardisation, about
 1 in range) flags those independently.
+
+With trust statistics in the model folder (:mod:`apexmusic.trust`, loaded once) every
+prediction also carries: ``None`` for tasks the model is not trained for, a calibrated
+``lo``/``hi`` per served score at ``interval_level``, the domain alarm (``in_domain``,
+``domain_distance``), and the model's provenance (``simulated_training_data``).
 """
 
 from __future__ import annotations
