@@ -1,11 +1,10 @@
-"""Interval coverage of the demo model over several seeds and two split shares.
+"""Interval coverage of the demo model over several seeds: split- against cross-conformal.
 
 On the demo's cached corpus and handcrafted-encoder store, trains the demo's multi-task model on
-the five training styles once per seed (the seed draws the split and initialises the network)
-for each split share, and records what ``apexmusic.trust`` stores: the per-task 90 % coverage on
-the test split, and how many of the seven tasks land in 85–95 %. Also, per run, the mean
-coverage over 300 re-draws of which held-out songs calibrate and which measure (what one run's
-figure scatters around).
+the five training styles once per seed (the seed draws the split, the folds and initialises the
+networks) and records, per task at 90 %: the split-conformal intervals' coverage on the test
+split (what training fits), and the demo's cross-conformal intervals' coverage on the same test
+songs and out of fold; and how many of the seven tasks land in 85–95 % for each.
 
 Run: ``flock /tmp/apexmusic-bench.lock python benchmarks/bench_coverage.py --out DIR``
 (``DIR`` an ``apexmusic demo`` folder, or empty: the corpus is generated and embedded first).
@@ -19,13 +18,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_trust import _quiet, resplit_coverage
+from bench_trust import _quiet
 
 from apexmusic import demo
 from apexmusic.synth import generate_corpus
 from apexmusic.tasks import ALL_TASKS
-
-SHARES = {"old 0.15/0.20": (0.15, 0.2), "demo 0.25/0.30": (0.25, 0.3)}
 
 
 def main() -> None:
@@ -41,31 +38,30 @@ def main() -> None:
     dataset, styles = demo._load_dataset(corpus, store_dir)
     ds_in = dataset.subset(np.flatnonzero(np.isin(styles, corpus.train_styles)))
     runs = []
-    for name, (val, test) in SHARES.items():
-        for seed in args.seeds:
-            cfg = dataclasses.replace(config, val_fraction=val, test_fraction=test, train_seed=seed)
-            result = demo._train(ds_in, cfg, "full", out / "logs" / "bench_coverage.jsonl", _quiet, "train")
-            iv = result.trust.intervals
-            parts = {
-                k: (ds_in.store.layers[idx], ds_in.targets[idx])
-                for k, idx in (("val", result.split.val), ("test", result.split.test))
-            }
-            redraw = resplit_coverage(result.model, parts, len(result.split.val), draws=300, seed=seed)
-            cov = [iv.coverage[t] for t in ALL_TASKS]
-            runs.append(
-                {
-                    "shares": name,
-                    "seed": seed,
-                    "split": result.split.sizes(),
-                    "coverage_test": dict(zip(ALL_TASKS, np.round(cov, 3).tolist(), strict=True)),
-                    "tasks_in_85_95": int(sum(0.85 <= c <= 0.95 for c in cov)),
-                    "min_max": [round(min(cov), 3), round(max(cov), 3)],
-                    "redraw_mean": redraw["mean_coverage"],
-                }
-            )
-            print(
-                json.dumps({k: runs[-1][k] for k in ("shares", "seed", "split", "tasks_in_85_95", "min_max")})
-            )
+    for seed in args.seeds:
+        cfg = dataclasses.replace(config, train_seed=seed)
+        result = demo._train(ds_in, cfg, "full", out / "logs" / "bench_coverage.jsonl", _quiet, "train")
+        check = result.model.predict_layers(ds_in.store.layers[result.split.test])
+        assert np.allclose(np.stack([check[t] for t in ALL_TASKS], 1), result.test_predictions, atol=1e-3)
+        split_iv = result.trust.intervals
+        demo._cross_conformal(ds_in, cfg, result, out / "logs" / "bench_coverage.jsonl", _quiet, "")
+        cross_iv = result.trust.intervals
+        run = {"seed": seed, "split": result.split.sizes()}
+        for name, values in (
+            ("split_test", split_iv.coverage),
+            ("cross_test", cross_iv.coverage),
+            ("cross_cv", cross_iv.cv_coverage),
+        ):
+            cov = [values[t] for t in ALL_TASKS]
+            run[name] = dict(zip(ALL_TASKS, np.round(cov, 3).tolist(), strict=True))
+            run[f"{name}_in_85_95"] = int(sum(0.85 <= c <= 0.95 for c in cov))
+            run[f"{name}_min_max"] = [round(min(cov), 3), round(max(cov), 3)]
+        run["n_cv"] = cross_iv.n_cv["coherence"]
+        run["half_width_split_vs_cross"] = {
+            t: [round(split_iv.half_width[t], 3), round(cross_iv.half_width[t], 3)] for t in ALL_TASKS
+        }
+        runs.append(run)
+        print(json.dumps({k: v for k, v in run.items() if "in_85" in k or "min_max" in k or k == "seed"}))
     (out / "bench_coverage.json").write_text(json.dumps(runs, indent=2))
 
 

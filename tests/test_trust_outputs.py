@@ -175,7 +175,7 @@ def test_model_card_states_status_intervals_alarm_and_provenance(aesthetics_only
     cov = trust.intervals.coverage["coherence"]
     assert f"| coherence | served | {trust.basis.tasks['coherence'].n_train} / " in card
     assert f"{cov:.0%} of {trust.intervals.n_test['coherence']}" in card
-    assert "split-conformal at 90%" in card
+    assert "Intervals at 90%: split-conformal, absolute residuals, fitted on the validation split" in card
     measured = trust.domain.measured
     assert f"above {trust.domain.threshold:.3g}" in card and f"{measured['rate']:.1%}" in card
     assert np.isfinite(trust.domain.threshold)

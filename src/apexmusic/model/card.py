@@ -108,8 +108,7 @@ def trust_lines(trust: Trust | None, tasks: tuple[str, ...]) -> list[str]:
     lines += [
         f"- A task is served with at least {basis.min_train} labelled training songs and "
         f"{basis.min_heldout} labelled test songs; otherwise its score is absent (null), never a number.",
-        f"- Intervals: split-conformal at {iv.level:.0%}, fitted on the validation split; "
-        "coverage measured on the test split.",
+        f"- Intervals at {iv.level:.0%}: {iv.method}; coverage measured on the test split.",
         "",
         "| task | status | train / val / test labels | interval (±) | test coverage |",
         "|---|---|---|---|---|",
@@ -126,6 +125,9 @@ def trust_lines(trust: Trust | None, tasks: tuple[str, ...]) -> list[str]:
         if status == "not_served":
             width = coverage = "–"
         lines.append(f"| {task} | {shown[status]} | {counts} | {width} | {coverage} |")
+    if iv.cv_coverage:
+        shown_cv = ", ".join(f"{t} {c:.1%}" for t, c in iv.cv_coverage.items() if c is not None)
+        lines += ["", f"- Coverage out of fold ({max(iv.n_cv.values(), default=0)} songs): {shown_cv}."]
     lines.append("")
     dom = trust.domain
     if dom is None or dom.threshold is None:
