@@ -179,3 +179,11 @@ def test_model_card_states_status_intervals_alarm_and_provenance(aesthetics_only
     measured = trust.domain.measured
     assert f"above {trust.domain.threshold:.3g}" in card and f"{measured['rate']:.1%}" in card
     assert np.isfinite(trust.domain.threshold)
+
+
+def test_cli_compare_says_not_trained_and_flags_the_unlike_song(aesthetics_only_model, shared_data, capsys):
+    a, b = shared_data / "real-audio" / SHORT_SONGS[0], shared_data / "real-audio" / OTHER_SONG
+    assert main(["compare", str(a), str(b), "--model", str(aesthetics_only_model)]) == 0
+    out = capsys.readouterr().out
+    assert "score_streams " in out and out.count("not trained") == 4  # two tasks, two songs
+    assert "song B is unlike the training data" in out and "song A is unlike" not in out

@@ -637,7 +637,12 @@ def _cmd_compare(args) -> int:
     print(f"P(listeners prefer A) = {result.prob_a:.3f}   [{method}]")
     print(f"{'score':<14}{'A':>10}{'B':>10}")
     for task in predictor.tasks:
-        print(f"{task:<14}{result.a.scores[task]:>10.2f}{result.b.scores[task]:>10.2f}")
+        a, b = result.a.scores[task], result.b.scores[task]
+        cells = [f"{'not trained':>10}" if v is None else f"{v:>10.2f}" for v in (a, b)]
+        print(f"{task:<14}{''.join(cells)}")
+    for key, pred in (("A", result.a), ("B", result.b)):
+        if pred.in_domain is False:
+            print(f"song {key} is unlike the training data (in_domain false): its scores are extrapolations")
     return EXIT_OK
 
 
