@@ -164,6 +164,7 @@ def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
         assert heading in parser.headings
     assert "http://" not in page and "https://" not in page  # no external assets
     assert "not</b> predictions for real songs" in page
+    assert "coverage, out of fold" in page and "cross-conformal" in page
 
 
 def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir, summary, tmp_path):
@@ -179,6 +180,10 @@ def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir
     # About 18 test songs here: a 90 % interval's coverage has a binomial sd of 7 points at this
     # size. The full-size demo's per-task 85-95 % is measured by benchmarks/bench_trust.py.
     assert all(0.7 <= c <= 1.0 for c in coverage.values()), coverage
+    # cross-conformal: every training + validation song calibrates and is checked out of fold
+    intervals = summary["trust"]["intervals"]
+    assert "cross-conformal" in intervals["method"] and set(intervals["n_cv"].values()) == {len_pool(summary)}
+    assert all(0.75 <= c <= 1.0 for c in intervals["coverage_cv"].values()), intervals["coverage_cv"]
     assert trust.domain.measured["rate"] <= 0.1
     real_dir = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-audio"
     embed_inputs(resolve_inputs([str(real_dir)]), tmp_path / "real", EmbedConfig(encoder="handcrafted"))
@@ -186,6 +191,11 @@ def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir
     model = ScoringModel.from_pretrained(demo_dir / "model")
     flags = trust.domain.in_domain(trust.domain.distance(head_inputs(model, real.layers)))
     assert len(flags) == 7 and (~flags).sum() >= 6, dict(zip(real.ids, flags, strict=True))
+
+
+def len_pool(summary) -> int:
+    sizes = summary["training"]["multi_task"]["split_sizes"]
+    return sizes["train"] + sizes["val"]
 
 
 def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
