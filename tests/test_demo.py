@@ -231,3 +231,13 @@ def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
         d = diff[group]["aesthetic_mean"]
         assert diff[group]["n"] == 60
         assert d["ci"][0] > 0 and d["ci"][0] <= d["difference"] <= d["ci"][1]
+
+
+def test_every_demo_report_figure_fits_its_labels_and_legends(demo_dir, tmp_path, monkeypatch):
+    """The figures as the demo report shows them: no clipped label, no legend over a bar, no
+    text under 8 pt (checked on the drawn figure, at the size the page shows it)."""
+    from _figures import layout_problems, report_figures
+
+    figures = report_figures(demo_dir, tmp_path / "report.html", monkeypatch)
+    assert len(figures) >= 7  # scatter, metric bars x2, mean predictor, ablation, training, arena, styles
+    assert [p for fig in figures for p in layout_problems(fig)] == []

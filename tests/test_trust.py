@@ -201,6 +201,8 @@ def test_training_records_basis_intervals_and_domain_and_they_round_trip(no_popu
 
     model_dir = save_training_outputs(result, tmp_path / "model")
     assert (model_dir / TRUST_JSON).is_file() and (model_dir / TRUST_ARRAYS).is_file()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, f"model files differ in mode: {modes}"
     saved = json.loads((model_dir / TRUST_JSON).read_text())
     assert saved["basis"]["status"]["score_streams"] == "not_served"
     again = ModelDir(model_dir).trust(model_id=result.model.model_id)

@@ -153,6 +153,47 @@ def test_page_reports_a_server_error(page, tmp_path):
     assert page.is_hidden("#results")
 
 
+def test_an_error_clears_the_previous_songs_results(page, shared_data, tmp_path):
+    page.set_input_files("#file-a", str(shared_data / "real-audio" / HIPHOP))
+    page.click("#submit")
+    page.wait_for_selector("#results[data-ready]", timeout=120_000)
+    assert page.query_selector_all("#score-table td[data-song=a]")
+
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("not audio at all\n" * 100)
+    page.set_input_files("#file-a", str(bad))
+    page.click("#submit")
+    page.wait_for_selector("#status.error", timeout=60_000)
+    assert page.inner_text("#status").startswith("Error 415")
+    assert page.is_hidden("#results") and page.get_attribute("#results", "data-ready") is None
+    assert page.query_selector_all("#score-table td[data-song]") == []
+    assert page.query_selector_all("#bar-chart, #timeline svg, #verdict *") == []
+
+
+def test_api_docs_render_with_no_outside_request(browser, server, tmp_path):
+    context = browser.new_context(viewport={"width": 1180, "height": 1400})
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(server) else route.abort(),
+    )
+    try:
+        page.goto(server + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        assert sorted(operations) == ["/healthz", "/v1/compare", "/v1/model", "/v1/predict"]
+        assert page.locator(".opblock-summary-path").first.is_visible()
+        shot = _keep_screenshot(page, tmp_path, "api-docs.png")
+        assert shot.stat().st_size > 10_000
+    finally:
+        context.close()
+    outside = [url for url in requested if not url.startswith(server)]
+    assert requested and outside == [], f"/docs requested other hosts: {outside}"
+    assert any("/docs-assets/" in url for url in requested)
+
+
 @pytest.fixture(scope="module")
 def trusted_server(aesthetics_only_model: Path):
     app = create_app(predictor=Predictor.from_pretrained(aesthetics_only_model), config=ServeConfig())

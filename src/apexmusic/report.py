@@ -31,6 +31,9 @@ from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS, TASKS
 
 log = logging.getLogger(__name__)
 
+# Figures are shown at their pixel size (dpi 90); below ~8 pt text is hard to read there.
+TICK_PT, LEGEND_PT = 9, 9
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
@@ -220,18 +223,16 @@ def _trust_section(trust: dict | None) -> str:
 
 def _baseline_section(summary: dict) -> str:
     base = summary["evaluation"]["test_songs"]["mean_predictor"]
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.2))
+    fig = _figure(figsize=(9, 3.2))
     ax = fig.subplots()
     x = np.arange(len(ALL_TASKS))
     model = [base[t]["mse_model"] / max(base[t]["mse_mean_predictor"], 1e-12) for t in ALL_TASKS]
     ax.bar(x, model, color="#4c72b0", label="model")
     ax.axhline(1.0, color="#c44e52", ls="--", label="mean predictor")
-    ax.set_xticks(x, [TASKS[t].label for t in ALL_TASKS], rotation=20)
+    _task_ticks(ax, ALL_TASKS)
     ax.set_ylabel("MSE / MSE of the mean")
     ax.set_title("Held-out error relative to predicting the training mean (lower is better)")
-    ax.legend()
+    _legend_outside(ax)
     return "<h2>Against a mean predictor</h2>" + _img(fig)
 
 
@@ -254,15 +255,13 @@ def _per_style_section(summary: dict) -> str:
     per_style = summary["evaluation"].get("per_style_spearman") or {}
     if not per_style:
         return ""
-    from matplotlib.figure import Figure
-
     styles = list(per_style)
     heldout = set(summary.get("corpus", {}).get("heldout_styles", []))
     grid = np.array([[_nan(per_style[s].get(t)) for t in ALL_TASKS] for s in styles])
-    fig = Figure(figsize=(9, 0.45 * len(styles) + 1.5))
+    fig = _figure(figsize=(9, 0.45 * len(styles) + 1.5))
     ax = fig.subplots()
     im = ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(ALL_TASKS)), [TASKS[t].label for t in ALL_TASKS], rotation=20)
+    _task_ticks(ax, ALL_TASKS)
     ax.set_yticks(
         range(len(styles)), [f"{s} (n={per_style[s]['n']})" + (" *" if s in heldout else "") for s in styles]
     )
@@ -272,7 +271,6 @@ def _per_style_section(summary: dict) -> str:
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="Spearman")
     ax.set_title("Spearman per generator style (* = held-out style)")
-    fig.tight_layout()
     return (
         "<h2>Per-style breakdown</h2><p class='muted'>Within one style the spread of quality is "
         "smaller and n is small, so per-style correlations are lower and noisier than pooled ones."
@@ -374,10 +372,8 @@ def _scatter_section(path: Path) -> str:
     rows = _read_csv(path)
     if not rows or f"true_{ALL_TASKS[0]}" not in rows[0]:
         return ""
-    from matplotlib.figure import Figure
-
     tasks = [t for t in ALL_TASKS if f"pred_{t}" in rows[0]]
-    fig = Figure(figsize=(13, 6.5))
+    fig = _figure(figsize=(12, 6.5))  # shown at its pixel size in the 1100 px page column
     axes = fig.subplots(2, math.ceil(len(tasks) / 2))
     groups = sorted({r.get("group", "") for r in rows})
     colours = {"test": "#4c72b0", "heldout_style": "#dd8452"}
@@ -394,8 +390,8 @@ def _scatter_section(path: Path) -> str:
         ax.set_ylabel("predicted", fontsize=8)
     for ax in axes.ravel()[len(tasks) :]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=max(len(labels), 1), fontsize=LEGEND_PT)
     return "<h2>Predicted vs true</h2>" + _img(fig)
 
 
@@ -438,43 +434,49 @@ def _platform_n(per_platform: dict, platform: str) -> int:
 
 
 def _training_section(logs: list[Path]) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(12, 3.8))
+    fig = _figure(figsize=(12, 4.2))
     ax1, ax2 = fig.subplots(1, 2)
-    for path in logs:
+    styles = ["-", "--", ":", "-."]
+    colours = {task: f"C{i}" for i, task in enumerate(ALL_TASKS)}
+    runs, tasks = [], []
+    for k, path in enumerate(logs):
         recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        name = path.stem.replace("train_", "")
+        name, style = path.stem.replace("train_", ""), styles[k % len(styles)]
+        runs.append((name, style))
         epochs = [r["epoch"] for r in recs]
-        ax1.plot(epochs, [r.get("train_loss") for r in recs], label=f"{name} train")
+        ax1.plot(epochs, [r.get("train_loss") for r in recs], color=f"C{k}", label=f"{name} train")
         if any("val_loss" in r for r in recs):
-            ax1.plot(epochs, [r.get("val_loss") for r in recs], ls="--", label=f"{name} validation")
-        if any(r.get("val_spearman") for r in recs):
-            for task in recs[-1].get("val_spearman") or {}:
-                ax2.plot(
-                    epochs,
-                    [_nan((r.get("val_spearman") or {}).get(task)) for r in recs],
-                    label=f"{name}: {task}",
-                    lw=1,
-                )
+            ax1.plot(
+                epochs, [r.get("val_loss") for r in recs], color=f"C{k}", ls="--", label=f"{name} validation"
+            )
+        for task in recs[-1].get("val_spearman") or {}:
+            tasks += [task] if task not in tasks else []
+            values = [_nan((r.get("val_spearman") or {}).get(task)) for r in recs]
+            ax2.plot(epochs, values, color=colours.get(task, "k"), ls=style, lw=1.2)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss (uncertainty-weighted)")
-    ax1.legend(fontsize=7)
     ax1.set_title("Loss")
+    _legend_outside(ax1)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation Spearman")
-    ax2.legend(fontsize=6, ncol=2)
     ax2.set_title("Validation Spearman per task")
-    fig.tight_layout()
+    # one entry per task (colour) and per run (line style), not one per line
+    handles = [
+        Line2D([], [], color=colours.get(t, "k"), label=TASKS[t].label if t in TASKS else t) for t in tasks
+    ]
+    if len(runs) > 1:
+        handles += [Line2D([], [], color="#444", ls=style, label=name) for name, style in runs]
+    if handles:
+        ax2.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LEGEND_PT)
     return "<h2>Training curves</h2>" + _img(fig)
 
 
 def _arena_section(arena: dict, summary: dict | None) -> str:
-    from matplotlib.figure import Figure
-
     rules = arena.get("rules", {})
     names = [n for n in rules if rules[n].get("accuracy") is not None]
-    fig = Figure(figsize=(12, 3.8))
+    fig = _figure(figsize=(12, 3.8))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     acc = np.array([rules[n]["accuracy"] for n in names])
     ci = np.array([rules[n].get("accuracy_ci") or [a, a] for n, a in zip(names, acc, strict=True)])
@@ -491,10 +493,12 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
     oracle = (summary or {}).get("arena", {}).get("hidden_preference_accuracy")
     if oracle:
         ax1.axhline(oracle, color="#c44e52", ls="--", label="hidden preference (ceiling)")
-    ax1.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax1.set_xticks(
+        range(len(names)), names, rotation=35, ha="right", rotation_mode="anchor", fontsize=TICK_PT
+    )
     ax1.set_ylabel("accuracy (ties = 0.5)")
     ax1.set_title("Zero-shot rule: the higher score wins (95% CI)")
-    ax1.legend(fontsize=7)
+    _legend_outside(ax1, below=True)
     ax1.set_ylim(0.3, 1.0)
     learned = arena.get("learned", {})
     sets = [s for s in learned if "logistic_regression" in learned[s]]
@@ -511,12 +515,11 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
             label=model.replace("_", " "),
         )
     ax2.axhline(0.5, color="#999", ls=":")
-    ax2.set_xticks(range(len(sets)), sets, fontsize=8)
+    ax2.set_xticks(range(len(sets)), sets, fontsize=TICK_PT)
     ax2.set_ylim(0.3, 1.0)
     ax2.set_ylabel("AUC (k-fold CV mean ± sd)")
     ax2.set_title("Learned on score differences")
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_outside(ax2, below=True)
     rows = []
     for s in sets:
         for model in ("logistic_regression", "gradient_boosting"):
@@ -557,9 +560,7 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
 
 
 def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] = ALL_TASKS):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6))
+    fig = _figure(figsize=(11, 3.6))
     ax = fig.subplots()
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(tasks))
@@ -570,12 +571,33 @@ def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] =
         err = np.nan_to_num(np.stack([vals - lo, hi - vals]), nan=0.0).clip(min=0)
         ax.bar(x + (k - (len(groups) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=name)
     ax.axhline(0, color="#666", lw=0.8)
-    ax.set_xticks(x, [TASKS[t].label if t in TASKS else t for t in tasks], rotation=15)
+    _task_ticks(ax, tasks)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per task with 95% bootstrap intervals")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_outside(ax)
     return fig
+
+
+def _figure(figsize: tuple[float, float]):
+    """A figure whose layout keeps every label, tick and legend inside it."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _task_ticks(ax, tasks: tuple[str, ...]) -> None:
+    labels = [TASKS[t].label if t in TASKS else t for t in tasks]
+    ax.set_xticks(
+        range(len(tasks)), labels, rotation=20, ha="right", rotation_mode="anchor", fontsize=TICK_PT
+    )
+
+
+def _legend_outside(ax, below: bool = False) -> None:
+    """The legend beside (or below) the plot, never over its bars."""
+    if below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2, fontsize=LEGEND_PT, frameon=False)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LEGEND_PT)
 
 
 def _img(fig) -> str:

@@ -8,7 +8,8 @@ Endpoints (JSON unless noted):
   predictions.
 - ``GET /v1/model`` — the model card; ``GET /healthz`` — liveness and load.
 - ``GET /`` — the web page (static files shipped in the package, no external network).
-- ``GET /docs``, ``GET /openapi.json`` — FastAPI's generated API docs.
+- ``GET /docs``, ``GET /openapi.json`` — the generated API docs, served with no
+  outside request (:mod:`apexmusic.api_docs`).
 
 Resource bounds, so a burst of uploads never exhausts memory or disk:
 
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from apexmusic.api_docs import mount_offline_docs
 from apexmusic.errors import ApexError, AudioContentError, AudioDecodeError, ConfigError, InputError
 from apexmusic.predict import DEFAULT_MC_SAMPLES, Predictor, compare_scores
 from apexmusic.sources import AUDIO_EXTENSIONS, Song
@@ -234,7 +236,10 @@ def create_app(
         summary="Predict streams, likes and perceptual aesthetics of AI-generated songs from audio.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_offline_docs(app)
     body_limits = {"/v1/predict": config.max_body_bytes, "/v1/compare": 2 * config.max_body_bytes}
     app.add_middleware(
         AdmissionGate,

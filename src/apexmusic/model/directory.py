@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,26 +98,46 @@ class ModelDir:
             raise ModelLoadError(f"{self.root} has model format {config.get('format')}, newer than this code")
         return config
 
+    def read_weight_header(self) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+        """``({name: shape}, metadata)`` from the safetensors header alone: no tensor is read."""
+        from safetensors import SafetensorError, safe_open
+
+        self._require_model()
+        try:
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+                return shapes, dict(f.metadata() or {})
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read {self.weights_path}: {exc}") from exc
+
     def read_weights(self) -> dict[str, torch.Tensor]:
-        """The weights as tensors (safetensors only; nothing is unpickled)."""
+        """The weights as tensors (safetensors only; nothing is unpickled); NaN or Inf values
+        are refused, naming the tensor."""
+        import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         self._require_model()
         try:
-            return load_file(str(self.weights_path))
+            state = load_file(str(self.weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read {self.weights_path}: {exc}") from exc
+        for key, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelLoadError(f"{self.weights_path}: tensor {key!r} holds NaN or Inf values")
+        return state
 
     def write(self, config: dict[str, Any], state: dict[str, torch.Tensor], card_markdown: str) -> Path:
-        """Write config, weights and card (creating the folder)."""
-        from safetensors.torch import save_file
+        """Write weights, config and card (creating the folder). Each file is replaced
+        atomically and gets the same mode (0666 less the umask)."""
+        from safetensors.torch import save
 
         self.root.mkdir(parents=True, exist_ok=True)
         metadata = {"format": "pt", "model_id": str(config.get("model_id", ""))}
-        save_file(state, str(self.weights_path), metadata=metadata)
-        self.config_path.write_text(json.dumps(config, indent=2, default=_json_default), encoding="utf-8")
-        self.card_path.write_text(card_markdown, encoding="utf-8")
+        write_atomic(self.weights_path, save(state, metadata=metadata))
+        text = json.dumps(config, indent=2, default=_json_default)
+        write_atomic(self.config_path, text.encode("utf-8"))
+        write_atomic(self.card_path, card_markdown.encode("utf-8"))
         return self.root
 
     def card_markdown(self) -> str:
@@ -159,6 +180,22 @@ class ModelDir:
             raise ModelLoadError(
                 f"{self.root} is not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
             )
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (mode 0666 less the umask, as
+    ``open`` gives), then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(obj: Any) -> Any:

@@ -38,6 +38,18 @@ function html(tag, attrs = {}, parent = null, text = null) {
 function setStatus(message, isError = false) {
   $("status").textContent = message;
   $("status").className = isError ? "error" : "";
+  if (isError) clearResults();
+}
+
+// An error replaces the previous song's results: numbers left on screen under it would read as
+// this song's.
+function clearResults() {
+  const results = $("results");
+  results.hidden = true;
+  results.removeAttribute("data-ready");
+  $("verdict").hidden = true;
+  for (const id of ["verdict", "legend", "bars", "tags", "timeline"]) $(id).replaceChildren();
+  document.querySelector("#score-table tbody").replaceChildren();
 }
 
 async function loadModel() {
