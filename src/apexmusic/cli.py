@@ -16,8 +16,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from apexmusic.errors import ApexError
+
+if TYPE_CHECKING:
+    from apexmusic.predict import PredictReport, StoreScoreReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -767,6 +771,7 @@ def _cmd_predict(args) -> int:
         f"scored {report.n_done} songs, {report.n_failed} failed, {report.n_skipped} already done "
         f"in {report.wall_seconds:.1f} s" + (f" -> {written}" if written else "")
     )
+    _print_trust_summary(args.model, report)
     if report.n_failed:
         log_file = _existing(report.failures_file)
         print(
@@ -802,7 +807,25 @@ def _predict_store(args) -> int:
             full_precision=args.full_precision,
         )
     print(f"scored {report.n_rows} songs from {args.embeddings} in {report.wall_seconds:.2f} s -> {args.out}")
+    _print_trust_summary(args.model, report)
     return EXIT_OK
+
+
+def _print_trust_summary(model_dir: str, report: PredictReport | StoreScoreReport) -> None:
+    """The model's provenance, tasks left empty and songs unlike the training data, plainly."""
+    from apexmusic.model import ModelDir
+    from apexmusic.model.provenance import describe
+
+    folder = ModelDir(model_dir)
+    model_id = report.model_id or str(folder.read_config().get("model_id", ""))
+    print(f"model {model_id}: {describe(folder.provenance())}")
+    if report.not_served:
+        print(f"not trained (empty in the output): {', '.join(report.not_served)}")
+    if report.n_domain_checked:
+        print(
+            f"{report.n_out_of_domain} of {report.n_domain_checked} songs are unlike the training data "
+            "(in_domain false): their scores are extrapolations"
+        )
 
 
 @_command
@@ -847,7 +870,12 @@ def _cmd_compare(args) -> int:
     width = max(10, len(name_a) + 2, len(name_b) + 2)
     print(f"{'score':<14}{name_a:>{width}}{name_b:>{width}}")
     for task in predictor.tasks:
-        print(f"{task:<14}{result.a.scores[task]:>{width}.2f}{result.b.scores[task]:>{width}.2f}")
+        a, b = result.a.scores[task], result.b.scores[task]
+        cells = [f"{'not trained':>{width}}" if v is None else f"{v:>{width}.2f}" for v in (a, b)]
+        print(f"{task:<14}{''.join(cells)}")
+    for key, pred in ((name_a, result.a), (name_b, result.b)):
+        if pred.in_domain is False:
+            print(f"song {key} is unlike the training data (in_domain false): its scores are extrapolations")
     return EXIT_OK
 
 

@@ -62,6 +62,9 @@ class DemoConfig:
     workers: int | None = None
     device: str = "cpu"
     train_seed: int = 42
+    # Intervals from the out-of-fold residuals of this many fold models over the training and
+    # validation songs (0: split-conformal on the validation split alone); see docs/trust.md.
+    conformal_folds: int = 5
 
     def __post_init__(self) -> None:
         # 15 per style: enough for the trust minimums (apexmusic.trust.basis) on the split below.
@@ -80,6 +83,8 @@ class DemoConfig:
         unknown = [e for e in (self.encoder, *self.compare_encoders) if e not in known]
         if unknown:
             raise ConfigError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(known)}")
+        if self.conformal_folds == 1 or self.conformal_folds < 0:
+            raise ConfigError(f"conformal_folds must be 0 or at least 2, got {self.conformal_folds}")
 
 
 @dataclass
@@ -194,6 +199,8 @@ def _run_pipeline(
         f"train popularity-only{tag}",
         split=full.split,
     )
+    if config.conformal_folds:
+        _cross_conformal(ds_in, config, full, out / "logs" / "train_folds.jsonl", progress, tag)
     timings["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -291,6 +298,7 @@ def _train(
         test_fraction=config.test_fraction,
         device=config.device,
         n_boot=config.n_boot,
+        simulated=True,
     )
     with torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
         result = train(
@@ -302,6 +310,30 @@ def _train(
         )
     progress(stage, train_config.epochs, train_config.epochs)
     return result
+
+
+def _cross_conformal(
+    dataset, config: DemoConfig, full, log_path: Path, progress: ProgressFn, tag: str
+) -> None:
+    """Replace the served model's split-conformal intervals by cross-conformal ones: fold models
+    trained on the training + validation songs less one fold each give every one of those songs
+    an out-of-fold residual; the test split stays untouched and measures the result."""
+    from apexmusic.data import Split
+    from apexmusic.trust import MIN_HELDOUT_SONGS, fit_cross_conformal, measure
+
+    rng = np.random.default_rng(config.train_seed)
+    pool = rng.permutation(np.concatenate([full.split.train, full.split.val]))
+    fold = np.arange(len(pool)) % config.conformal_folds
+    tasks = tuple(full.model.tasks)
+    oof = np.full((len(pool), len(tasks)), np.nan)
+    for k in range(config.conformal_folds):
+        rest = rng.permutation(pool[fold != k])
+        n_val = max(MIN_HELDOUT_SONGS, round(config.val_fraction * len(rest)))  # early stopping
+        split = Split(train=np.sort(rest[n_val:]), val=np.sort(rest[:n_val]), test=pool[fold == k])
+        result = _train(dataset, config, "full", log_path, progress, f"train fold {k + 1}{tag}", split=split)
+        oof[fold == k] = result.test_predictions
+    intervals = fit_cross_conformal(tasks, dataset.targets[pool], oof, fold, full.trust.intervals.level)
+    full.trust.intervals = measure(intervals, tasks, dataset.targets[full.split.test], full.test_predictions)
 
 
 def _train_info(result) -> dict[str, Any]:

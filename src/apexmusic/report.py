@@ -178,35 +178,37 @@ def _trust_section(trust: dict | None) -> str:
         return ""
     basis, iv, domain = trust["basis"], trust["intervals"], trust.get("domain")
     level = iv["level"]
+    cv = iv.get("coverage_cv") or {}
     rows = []
     for task, b in basis["tasks"].items():
         q = iv["half_width"].get(task)
         cov = iv["coverage_test"].get(task)
-        rows.append(
-            [
-                TASKS[task].label,
-                basis["status"][task].replace("_", " "),
-                f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
-                "whole range" if q is None else f"± {q:.3g}",
-                "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
-                _num(iv["mean_width_test"].get(task)),
-            ]
-        )
-    table = _table(
-        [
-            "task",
-            "status",
-            "labelled songs train / val / test",
-            f"{100 * level:.0f}% interval",
-            "coverage, test songs",
-            "mean width, test",
-        ],
-        rows,
-    )
+        row = [
+            TASKS[task].label,
+            basis["status"][task].replace("_", " "),
+            f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
+            "whole range" if q is None else f"± {q:.3g}",
+            "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
+        ]
+        if cv:
+            c = cv.get(task)
+            row.append("–" if c is None else f"{100 * c:.1f}% (n={iv['n_cv'].get(task)})")
+        rows.append(row + [_num(iv["mean_width_test"].get(task))])
+    header = ["task", "status", "labelled songs train / val / test", f"{100 * level:.0f}% interval"]
+    header += ["coverage, test songs"] + (["coverage, out of fold"] if cv else []) + ["mean width, test"]
+    table = _table(header, rows)
+    method = iv.get("method", "split-conformal on the validation split")
     text = (
-        f"<p class='muted'>Split-conformal intervals fitted on the validation split at "
-        f"{100 * level:.0f}%; coverage is measured on test songs the fit never saw. A task needs "
-        f"{basis['min_train']} labelled training and {basis['min_heldout']} held-out songs to be served."
+        f"<p class='muted'>Intervals at {100 * level:.0f}%: {html.escape(method)}. Coverage is measured on "
+        "test songs no fit saw"
+        + (
+            ", and out of fold on every training and validation song (each against the half-width "
+            "of the other folds)"
+            if cv
+            else ""
+        )
+        + f". A task needs {basis['min_train']} labelled training and {basis['min_heldout']} "
+        "held-out songs to be served."
     )
     if domain and domain.get("threshold") is not None:
         measured = domain.get("measured_test") or {}

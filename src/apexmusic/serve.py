@@ -138,7 +138,7 @@ def _schemas() -> Any:
     class SegmentOut(BaseModel):
         start_s: float
         end_s: float
-        scores: dict[str, float] = Field(description="this segment scored on its own")
+        scores: dict[str, float | None] = Field(description="this segment scored on its own")
 
     class TagOut(BaseModel):
         tag: str
@@ -147,13 +147,20 @@ def _schemas() -> Any:
     class PredictionOut(BaseModel):
         id: str
         path: str = Field(description="the uploaded file's name")
-        scores: dict[str, float] = Field(description="task -> score (0-100 popularity, 1-5 aesthetics)")
-        uncertainty: dict[str, float] = Field(description="task -> MC-dropout standard deviation")
+        scores: dict[str, float | None] = Field(
+            description="task -> score (0-100 popularity, 1-5 aesthetics); null: task not trained"
+        )
+        uncertainty: dict[str, float | None] = Field(description="task -> MC-dropout standard deviation")
         timeline: list[SegmentOut]
         duration_s: float
         model_id: str
         tags: list[TagOut] | None = Field(None, description="top encoder tags, when the encoder has them")
         novelty: float | None = Field(None, description="RMS z-score vs the training data; ~1 in range")
+        intervals: dict[str, dict[str, float]] = Field({}, description="task -> {lo, hi} at interval_level")
+        interval_level: float | None = Field(None, description="e.g. 0.9: calibrated coverage of lo-hi")
+        in_domain: bool | None = Field(None, description="false: the song is unlike the training data")
+        domain_distance: float | None = Field(None, description="distance to the training data, ~1 in domain")
+        simulated_training_data: bool | None = Field(None, description="model trained on simulated songs")
 
     class ComparisonOut(BaseModel):
         prob_a: float = Field(description="P(listeners prefer A)")

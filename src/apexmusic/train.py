@@ -46,6 +46,7 @@ from apexmusic.model import (
     score_store_data,
     weighted_song_mean,
 )
+from apexmusic.model.provenance import make_provenance, strip_paths
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
 from apexmusic.trust import Trust, check_split, fit_trust
 
@@ -83,6 +84,7 @@ class TrainConfig:
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
     allow_small: bool = False  # train on splits below the trust minimums (apexmusic.trust.basis)
+    simulated: bool = False  # the training songs are simulated (the demo): recorded as provenance
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -258,7 +260,7 @@ def train(
         net=net.cpu(),
         encoder_spec=store.spec,
         targets={
-            "labels": dataset.labels.source,
+            "labels": strip_paths(dataset.labels.source),
             "popularity": dataset.labels.popularity,
             "tasks": list(tasks),
         },
@@ -274,7 +276,7 @@ def train(
             f"shared {config.shared})",
             "created": time.strftime("%Y-%m-%d"),
             "data": {
-                "labels": dataset.labels.source,
+                "labels": strip_paths(dataset.labels.source),
                 "songs": len(dataset),
                 "split": f"{config.split}: {split.sizes()}",
                 "labelled songs per task (train)": _label_counts(dataset, split.train),
@@ -288,6 +290,7 @@ def train(
             if evaluation
             else {},
         },
+        provenance=make_provenance(dataset.labels.source, config.simulated, len(dataset)),
     )
     rows = len(_song_rows(dataset, split.train, config.mode)) * epochs_run
     metrics = evaluation.metrics if evaluation else None
@@ -605,12 +608,9 @@ def _cell(value: Any) -> str:
 
 def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     """Model directory plus ``eval/`` (held-out metrics, rankings) next to the weights."""
-    model_dir = result.model.save_pretrained(model_dir)
+    model_dir = result.model.save_pretrained(model_dir, trust=result.trust)
     if result.evaluation is not None:
         write_evaluation(result.evaluation, ModelDir(model_dir).eval_dir)
-    if result.trust is not None:
-        result.trust.model_id = result.model.model_id
-        ModelDir(model_dir).save_trust(result.trust)
     return model_dir
 
 

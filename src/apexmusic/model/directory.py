@@ -144,6 +144,10 @@ class ModelDir:
         """The model card (``README.md``), or "" when the folder has none."""
         return self.card_path.read_text(encoding="utf-8") if self.card_path.is_file() else ""
 
+    def provenance(self) -> dict[str, Any]:
+        """Where the training data came from (``{}`` for a model saved before it was kept)."""
+        return dict(self.read_config().get("provenance") or {})
+
     # ---- the comparator ---------------------------------------------------------------------
     def comparator(self) -> PreferenceComparator | None:
         """The arena-trained comparator shipped with the model, or None when there is none."""

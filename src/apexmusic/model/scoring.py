@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.model.directory import MODEL_FORMAT, ModelDir
 from apexmusic.model.network import ApexNet, HeadConfig, expected_state_shapes, resolve_device
 from apexmusic.store.spec import EmbeddingSpec, check_compatible
+
+if TYPE_CHECKING:
+    from apexmusic.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class ScoringModel:
     training: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     model_id: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)  # see apexmusic.model.provenance
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder_spec, Mapping):  # config.json files written before the spec type
@@ -157,15 +161,22 @@ class ScoringModel:
             "targets": self.targets,
             "training": self.training,
             "card": self.card,
+            "provenance": self.provenance,
         }
 
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write the model directory: config, weights and model card (see :class:`ModelDir`)."""
+    def save_pretrained(self, model_dir: str | Path, trust: Trust | None = None) -> Path:
+        """Write the model directory: config, weights and model card (see :class:`ModelDir`),
+        and with ``trust`` its statistics (stamped with this model's id; the card shows them)."""
         from apexmusic.model.card import render_model_card
 
         state = self.net.export_state_dict()
         self.model_id = weights_id(state)
-        root = ModelDir(model_dir).write(self.config_dict(), state, render_model_card(self))
+        folder = ModelDir(model_dir)
+        if trust is not None:
+            trust.model_id = self.model_id
+        root = folder.write(self.config_dict(), state, render_model_card(self, trust))
+        if trust is not None:
+            folder.save_trust(trust)
         log.info("saved model %s to %s", self.model_id, root)
         return root
 
@@ -202,6 +213,7 @@ class ScoringModel:
                 training=cfg.get("training", {}),
                 card=cfg.get("card", {}),
                 model_id=model_id,
+                provenance=cfg.get("provenance") or {},
             )
         except ConfigError as exc:
             raise ModelLoadError(f"{folder.config_path}: {exc}") from exc

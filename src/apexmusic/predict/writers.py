@@ -217,7 +217,11 @@ class ParquetWriter(OutputWriter):
     def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         import pyarrow as pa
 
-        self._write(pa.Table.from_pylist(list(rows)))
+        table = pa.Table.from_pylist(list(rows))
+        for i, f in enumerate(table.schema):  # an all-None column (a task not served) stays a number column
+            if pa.types.is_null(f.type):
+                table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))
+        self._write(table)
 
     def write_columns(self, columns: Columns) -> None:
         import pyarrow as pa
@@ -296,8 +300,10 @@ def jsonl_lines(columns: Columns) -> bytes:
     parts: list[Any] = []
     for i, (name, col) in enumerate(columns.items()):
         parts.append(("{" if i == 0 else ", ") + json.dumps(name) + ": ")
-        if isinstance(col, np.ndarray) and col.dtype.kind == "f":
-            parts.append(pc.cast(pa.array(col.astype(np.float64)), pa.string()))
+        if isinstance(col, np.ndarray) and col.dtype.kind in "fb":
+            col = pa.array(col.astype(np.float64) if col.dtype.kind == "f" else col)
+        if isinstance(col, pa.Array) and not pa.types.is_string(col.type):
+            parts.append(pc.fill_null(pc.cast(col, pa.string()), "null"))  # numbers, booleans, nulls
         else:
             parts.append(_json_string_array(col))
     parts.append("}\n")

@@ -39,7 +39,14 @@ from apexmusic.trust.domain import (
     head_inputs,
     measure_false_alarms,
 )
-from apexmusic.trust.intervals import DEFAULT_LEVEL, Intervals, conformal_quantile, fit_intervals, measure
+from apexmusic.trust.intervals import (
+    DEFAULT_LEVEL,
+    Intervals,
+    conformal_quantile,
+    fit_cross_conformal,
+    fit_intervals,
+    measure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +209,7 @@ __all__ = [
     "Trust",
     "check_split",
     "conformal_quantile",
+    "fit_cross_conformal",
     "fit_domain",
     "fit_intervals",
     "fit_trust",
