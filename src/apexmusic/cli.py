@@ -222,6 +222,7 @@ def _add_training_args(p, grid: bool = False) -> None:
         choices=["auto", "suno", "udio", "plain", "songeval"],
         help="labels column mapping (default: detect from the columns)",
     )
+    _add_strict(p)
     if not grid:
         p.add_argument("--task", default=None, choices=["full", "popularity"])
         p.add_argument("--loss", default=None, choices=["equal", "weighted", "uncertainty"])
@@ -268,6 +269,14 @@ def _add_training_args(p, grid: bool = False) -> None:
         type=int,
         default=200 if grid else None,
         help="bootstrap resamples for the 95%% intervals",
+    )
+
+
+def _add_strict(p) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="invalid label values (text, NaN, inf, negative counts) are an error, not a warning",
     )
 
 
@@ -325,6 +334,7 @@ def _cmd_train(args) -> int:
         args.preset,
         _popularity_config(args),
         with_segments=config.mode == "segment",
+        strict=args.strict,
     )
     print(
         f"{len(dataset)} labelled songs ({dataset.n_unlabelled} without labels skipped, "
@@ -360,6 +370,7 @@ def _add_evaluate(sub):
     p.add_argument("--labels", required=True, nargs="+", help="labels file(s)")
     p.add_argument("--out", required=True, help="folder for metrics.json, rankings.json, per_platform.json")
     p.add_argument("--preset", default="auto", choices=["auto", "suno", "udio", "plain", "songeval"])
+    _add_strict(p)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument(
         "--popularity-exponent",
@@ -391,6 +402,7 @@ def _cmd_evaluate(args) -> int:
         args.preset,
         popularity,
         with_segments=model.training.get("mode") == "segment",
+        strict=args.strict,
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
@@ -417,7 +429,13 @@ def _cmd_grid(args) -> int:
 
     base = _train_config(args)
     dataset = load_dataset(
-        args.embeddings, args.labels, base.tasks, args.preset, _popularity_config(args), with_segments=True
+        args.embeddings,
+        args.labels,
+        base.tasks,
+        args.preset,
+        _popularity_config(args),
+        with_segments=True,
+        strict=args.strict,
     )
     with _progress_bar(24, "grid", unit="condition") as bar:
         rows = run_grid(dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1))

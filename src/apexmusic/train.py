@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from apexmusic import devices
-from apexmusic.data import Dataset, Split, SplitConfig, split_indices
+from apexmusic.data import Dataset, Split, SplitConfig
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
 from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
@@ -182,9 +182,7 @@ def train(
         dataset = replace(dataset, tasks=tasks)
     device = resolve_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
-    split = split or split_indices(
-        len(dataset), config.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = split or dataset.split(config.split_config())
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
@@ -542,9 +540,7 @@ def run_grid(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = split_indices(
-        len(dataset), base.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = dataset.split(base.split_config())
     conditions = grid_conditions()
     rows: list[dict[str, Any]] = []
     for i, cond in enumerate(conditions):
