@@ -611,21 +611,24 @@ def _add_serve(sub):
     p.add_argument("--max-concurrency", type=int, default=2, help="songs scored at once")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (then 503)")
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty")
+    p.add_argument("--max-uploading", type=int, default=64, help="request bodies arriving at once (then 503)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to send request headers (408)")
+    p.add_argument("--body-timeout", type=float, default=60.0, help="seconds to send a request body (408)")
     p.set_defaults(handler=_cmd_serve)
 
 
 def _cmd_serve(args) -> int:
-    from apexmusic.errors import ConfigError
     from apexmusic.serve import ServeConfig, run_server
 
-    if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
-        raise ConfigError("limits must be positive (--max-queue may be 0)")
     config = ServeConfig(
         max_upload_mb=args.max_upload_mb,
         max_seconds=args.max_seconds,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         mc_samples=args.mc_samples,
+        max_uploading=args.max_uploading,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         weights=args.weights,
         device=args.device,
     )

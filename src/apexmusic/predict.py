@@ -537,6 +537,14 @@ class PredictConfig:
     resume: bool = False
     max_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.mc_samples < 0:
+            raise ConfigError(
+                f"batch_size must be >= 1 and mc_samples >= 0, got {self.batch_size}, {self.mc_samples}"
+            )
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+
 
 @dataclass
 class PredictReport:
