@@ -368,10 +368,18 @@ def _slow_client(url: str, kind: str, results: list, pace_s: float = 0.25, give_
     results.append((kind, reply.split(b"\r\n", 1)[0].decode(), time.monotonic() - started))
 
 
-def test_slow_clients_time_out_with_408_and_never_lock_others_out(predictor, song):
+@pytest.fixture(scope="module")
+def short_wav(tmp_path_factory) -> bytes:
+    from _audio_files import music_like, write_audio
+
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    return write_audio(path, music_like(5.0, 22050), 22050).read_bytes()
+
+
+def test_slow_clients_time_out_with_408_and_never_lock_others_out(predictor, short_wav):
     """20 slow clients (more than max_concurrency + max_queue = 2) stay connected while a normal
     client is served; each slow one gets a 408 about when its deadline passes."""
-    config = ServeConfig(max_concurrency=1, max_queue=1, header_timeout_s=1.5, body_timeout_s=2.5)
+    config = ServeConfig(max_concurrency=1, max_queue=1, header_timeout_s=1.5, body_timeout_s=4.0)
     app = create_app(predictor=predictor, config=config)
     results: list = []
     kinds = ["silent"] * 2 + ["headers"] * 8 + ["body"] * 10
@@ -385,9 +393,10 @@ def test_slow_clients_time_out_with_408_and_never_lock_others_out(predictor, son
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert c.get("/healthz").json()["in_flight"] == 0  # none of them holds an admission slot
-            r = c.post("/v1/predict", files={"file": (song.name, song.read_bytes(), "audio/ogg")})
-            assert r.status_code == 200, r.text
-            assert len(results) < len(kinds)  # the normal client was served while they dribbled
+            for _ in range(3):  # more than the admission limit, one after another
+                r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+                assert r.status_code == 200, r.text
+            assert sum(kind == "body" for kind, _, _ in results) == 0  # served while they dribbled
             for t in threads:
                 t.join(30)
             health = c.get("/healthz").json()
@@ -397,6 +406,26 @@ def test_slow_clients_time_out_with_408_and_never_lock_others_out(predictor, son
         deadline_s = config.header_timeout_s if kind != "body" else config.body_timeout_s
         assert deadline_s - 0.1 <= seconds < deadline_s + 5, (kind, seconds)
     assert health["timed_out"] == 10 and health["uploading"] == 0 and health["rejected"] == 0
+
+
+def test_too_many_uploads_at_once_get_503(predictor, short_wav):
+    app = create_app(predictor=predictor, config=ServeConfig(max_uploading=1, body_timeout_s=3.0))
+    results: list = []
+    with background_server(app) as url:
+        slow = threading.Thread(target=_slow_client, args=(url, "body", results))
+        slow.start()
+        with httpx.Client(base_url=url, timeout=30) as c:
+            deadline = time.monotonic() + 10
+            while c.get("/healthz").json()["uploading"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+            body = _error(r, 503, "busy")
+            assert "uploads in progress" in body["detail"] and r.headers["retry-after"] == "2"
+            slow.join(30)
+            assert results[0][1].startswith("HTTP/1.1 408")
+            r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+            assert r.status_code == 200  # the slot is free again after the deadline
 
 
 def test_408_body_is_json(predictor):
