@@ -428,22 +428,44 @@ def test_too_many_uploads_at_once_get_503(predictor, short_wav):
             assert r.status_code == 200  # the slot is free again after the deadline
 
 
-def test_408_body_is_json(predictor):
+def test_408_body_is_json_and_unread_bodies_are_not_waited_for(predictor):
+    import socket
+
     app = create_app(predictor=predictor, config=ServeConfig(body_timeout_s=0.5))
     results: list = []
     with background_server(app) as url:
         _slow_client(url, "body", results, pace_s=0.1)
-    [(kind, status, _)] = results
-    assert status.startswith("HTTP/1.1 408")
-    with background_server(app) as url:
+        [(_, status, _)] = results
+        assert status.startswith("HTTP/1.1 408")
         host, port = url.removeprefix("http://").split(":")
-        import socket
-
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
             reply = _read_response(sock)
-    assert reply.startswith("HTTP/1.1 408") and "connection: close" in reply.lower()
-    assert '"error": "timeout"' in reply and "0.5 s" in reply
+        assert reply.startswith("HTTP/1.1 408") and "connection: close" in reply.lower()
+        assert '"error": "timeout"' in reply and "0.5 s" in reply
+        # A body nobody reads (the route answers 405 at once) is not waited for either.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nab")
+            assert _read_response(sock).startswith("HTTP/1.1 405")
+            assert _closed_within(sock, 3.0)
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """Keep sending until the server closes the connection (True) or ``seconds`` pass."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b"x" * 1000)
+            if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 # ---- decode budget --------------------------------------------------------------------------
