@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from apexmusic import devices
-from apexmusic.data import Dataset, Split, SplitConfig
+from apexmusic.data import Dataset
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
 from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
+from apexmusic.splits import Split, SplitConfig
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
 
 log = logging.getLogger(__name__)
