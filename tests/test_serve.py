@@ -488,7 +488,7 @@ def _flac_8ch_192k(path: Path, seconds: float, header_seconds: float | None) -> 
 
 class _CountingPredictor:
     def __init__(self, inner: Predictor):
-        self.inner, self.calls = inner, 0
+        self.inner, self.calls, self.views = inner, 0, []
         self.model_id, self.comparator, self.max_seconds = inner.model_id, None, inner.max_seconds
 
     def predict(self, items, batch_size=8):
@@ -496,8 +496,9 @@ class _CountingPredictor:
         return self.inner.predict(items, batch_size)
 
     def with_max_seconds(self, max_seconds):
-        self.inner = self.inner.with_max_seconds(max_seconds)
-        return self
+        view = _CountingPredictor(self.inner.with_max_seconds(max_seconds))
+        self.views.append(view)
+        return view
 
     def card(self):
         return self.inner.card()
@@ -530,8 +531,9 @@ def test_decode_budget_holds_when_the_header_has_no_length(predictor, tmp_path):
     with TestClient(create_app(predictor=counting, config=config)) as c:
         r = c.post("/v1/predict", files={"file": ("stealth.flac", stealth.read_bytes(), "audio/flac")})
     body = _error(r, 422, "content")
-    assert "limit" in body["detail"]
-    assert counting.inner.max_seconds == pytest.approx(1.0)  # decoded under the budget's seconds
+    assert "decode budget of 1.54e+06 samples x channels allows 1 s" in body["detail"]
+    [view] = counting.views
+    assert view.max_seconds == pytest.approx(1.0) and view.calls == 1  # decoded under the budget's seconds
     # the same file is fine where the budget allows it
     with TestClient(create_app(predictor=predictor, config=ServeConfig(max_seconds=60))) as c:
         ok = c.post("/v1/predict", files={"file": ("stealth.flac", stealth.read_bytes(), "audio/flac")})

@@ -320,12 +320,18 @@ def create_app(
             _check_content_type(upload)
         async with app_.state.slots:
             paths = [await run_in_threadpool(_spool, upload, app_.state.upload_dir) for upload in uploads]
+            predictor = app_.state.predictor
             try:
-                predictor = await run_in_threadpool(_within_budget, app_.state.predictor, paths, config)
+                predictor = await run_in_threadpool(_within_budget, predictor, paths, config)
                 songs = [Song(_song_id(u.filename), str(p)) for u, p in zip(uploads, paths, strict=True)]
                 preds = await run_in_threadpool(predictor.predict, songs, len(songs))
             except ApexError as exc:  # name the upload, never the server's temp path
                 message = str(exc)
+                if isinstance(exc, AudioContentError) and predictor is not app_.state.predictor:
+                    message += (
+                        f" (the decode budget of {config.samples_budget:.3g} samples x channels allows "
+                        f"{predictor.max_seconds:.3g} s at this file's rate and channels)"
+                    )
                 for upload, path in zip(uploads, paths, strict=True):
                     message = message.replace(str(path), _upload_name(upload))
                 raise type(exc)(message) from None
