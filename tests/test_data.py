@@ -394,7 +394,7 @@ def test_cli_warns_and_strict_exits_2_with_one_line(tmp_path, capsys, caplog):
     rows[3]["plays"], rows[4]["likes"] = "lots", "-5"
     labels = _write_csv(tmp_path / "labels.csv", rows)
     argv = ["train", "--embeddings", str(store), "--labels", str(labels), "--task", "popularity"]
-    argv += ["--out", str(tmp_path / "model"), "--epochs", "1", "--device", "cpu"]
+    argv += ["--out", str(tmp_path / "model"), "--epochs", "1", "--device", "cpu", "--allow-small"]
 
     assert main([*argv, "--strict"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
