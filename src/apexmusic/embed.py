@@ -23,9 +23,11 @@ How ``embed_inputs`` runs (the local engine):
    hung) becomes one ``failures.jsonl`` line; the other songs carry on.
 
 ``SongEmbedder`` does the same for one song in memory (no store), for prediction and serving.
-Reference compatibility (``compat="reference"``): 30 s segments, the last zero-padded and
-counted as full (``SegmentConfig(pad_last=True)``), fp32, plain mean over segments; the
-encoder gets ``compat="reference"`` and pools what the published pipeline pools.
+Reference compatibility (``compat="reference"``): the published pipeline's audio path
+(``SegmentConfig.for_reference()``: libsndfile decoding, torchaudio's sinc resampler, 30 s
+segments with every non-empty tail kept, zero-padded and counted as full), fp32, plain mean
+over segments; the encoder gets ``compat="reference"`` and pools what the published pipeline
+pools.
 """
 
 from __future__ import annotations
@@ -38,15 +40,13 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from apexmusic.audio import (
-    DECODER,
-    RESAMPLER,
     Segment,
     SegmentConfig,
     file_sha256,
@@ -77,7 +77,7 @@ class EmbedConfig:
     batch_size: int | None = None  # None: the encoder's default_batch_size, else 8
     device: str = "auto"
     precision: str = "auto"
-    compat: str | None = None  # "reference": the published pipeline, bit for bit in spirit
+    compat: str | None = None  # "reference": the published pipeline's decoding, cutting, pooling
     workers: int | None = None  # decoder processes; None: cores - 1 (at most 8); 0: in-process
     resume: bool = False
     max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer songs fail with a content error
@@ -104,12 +104,12 @@ class EmbedConfig:
         self.segment_config()  # validates lengths
 
     def segment_config(self) -> SegmentConfig:
-        return SegmentConfig(
+        config = SegmentConfig(
             segment_seconds=self.segment_seconds,
             hop_seconds=self.hop_seconds,
-            pad_last=self.compat == REFERENCE,
             max_seconds=self.max_seconds,
         )
+        return config.for_reference() if self.compat == REFERENCE else config
 
     def n_workers(self, encode_in_workers: bool = False) -> int:
         if self.workers is not None:
@@ -196,8 +196,8 @@ def spec_for(encoder: Encoder, config: EmbedConfig) -> EmbeddingSpec:
             **manifest,
             "fingerprint": getattr(encoder, "fingerprint", None),
             "pooling": "all_frames" if config.compat == REFERENCE else "valid_frames",
-            "decoder": DECODER,
-            "resampler": RESAMPLER,
+            "decoder": config.segment_config().decoder,
+            "resampler": config.segment_config().resampler,
             "precision": getattr(encoder, "precision", None),
             "version": manifest["code_version"],
         }
@@ -285,8 +285,8 @@ class SongEmbedder:
         batch_size: int | None = None,
     ):
         segment_config = segment_config or SegmentConfig()
-        if compat == REFERENCE and not segment_config.pad_last:
-            segment_config = SegmentConfig(**{**asdict(segment_config), "pad_last": True})
+        if compat == REFERENCE:
+            segment_config = segment_config.for_reference()
         self.encoder = encoder
         self.segment_config = segment_config
         self.compat = compat

@@ -39,13 +39,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
+from apexmusic.encoders.input_norm import PREPROCESSOR_FILE, normalise_rows, read_do_normalize
 from apexmusic.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,7 @@ def random_init(model: Any, seed: int = 0) -> None:
 
 def load_folder(folder: Path, expected: MertArch):
     arch = arch_from_config(_read_config(folder), expected)
+    arch = replace(arch, extra={**arch.extra, "do_normalize": read_do_normalize(folder)})
     state: dict[str, Any] = {}
     for path in _weight_files(folder):
         if not path.is_file():
@@ -329,6 +331,7 @@ def download_snapshot(hub_id: str) -> Path:
             repo_id=hub_id,
             allow_patterns=[
                 "config.json",
+                PREPROCESSOR_FILE,
                 *_WEIGHT_FILES,
                 *_INDEX_FILES,
                 "model-*.safetensors",
@@ -401,6 +404,8 @@ class MertEncoder:
         self.n_layers = arch.num_hidden_layers + 1
         self.dim = arch.hidden_size
         self.compat = compat
+        # the checkpoint's preprocessor_config.json: zero-mean unit-variance rows when true
+        self.do_normalize = bool(arch.extra.get("do_normalize", False))
         self.device = resolve_device(device)
         self.precision = "fp32" if compat == "reference" else resolve_precision(precision, self.device)
         if compat == "reference" and precision not in ("auto", "fp32"):
@@ -443,6 +448,8 @@ class MertEncoder:
         if segments.ndim != 2:
             raise ValueError(f"segments must be [batch, samples], got {segments.shape}")
         lengths = self._effective_lengths(segments, lengths)
+        if self.do_normalize:
+            segments = normalise_rows(segments, np.minimum(lengths, segments.shape[1]))
         if segments.shape[1] < self.min_samples:  # shorter than one receptive field: pad
             segments = np.pad(segments, ((0, 0), (0, self.min_samples - segments.shape[1])))
         out = np.empty((segments.shape[0], self.n_layers, self.dim), dtype=np.float32)
@@ -459,6 +466,7 @@ class MertEncoder:
             "implementation": "transformers.HubertModel" + (" + apexmusic fast path" if self.fast else ""),
             "precision": self.precision,
             "compat": self.compat,
+            "do_normalize": self.do_normalize,
             "pooling": "all frames of the zero-padded segment" if self.compat else "valid frames only",
             "hidden_states": self.n_layers,
             "sample_rate": self.sample_rate,
