@@ -59,7 +59,8 @@ def _mert(folder, do_normalize: bool, seed: int = 7):
     arch = tiny(layers=12)
     model = build_model(arch, None, seed=seed)
     write_published_folder(model, arch, folder, "safetensors")
-    (folder / "preprocessor_config.json").write_text(json.dumps({**PREPROCESSOR, "do_normalize": do_normalize}))
+    preprocessor = {**PREPROCESSOR, "do_normalize": do_normalize}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return arch, model
 
 
