@@ -486,7 +486,12 @@ def _add_predict(sub):
 
 def _add_model_args(p) -> None:
     """Flags of the commands that load a model directory (predict, compare, serve)."""
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|HUB_ID",
+        help="model directory, or a hub id such as amaai-lab/apex[@revision]",
+    )
     p.add_argument("--weights", help="override the encoder weights named by the model (e.g. a local folder)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 

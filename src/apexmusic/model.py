@@ -506,11 +506,13 @@ class ScoringModel:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "cpu") -> ScoringModel:
-        """Load a model directory (safetensors only; nothing is unpickled)."""
+        """Load a model directory or hub id (safetensors only; nothing is unpickled)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        model_dir = Path(model_dir)
+        from apexmusic.hub import resolve_model
+
+        model_dir = resolve_model(model_dir)
         config_path, weights_path = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
         if not config_path.is_file() or not weights_path.is_file():
             raise ModelLoadError(

@@ -165,13 +165,16 @@ class Predictor:
         mc_samples: int = DEFAULT_MC_SAMPLES,
         max_seconds: float | None = None,
     ) -> Predictor:
-        """Load ``model_dir`` and the encoder named by its ``encoder_spec``.
+        """Load ``model_dir`` (a folder, or a hub id such as ``amaai-lab/apex``) and the encoder
+        named by its ``encoder_spec``.
 
         ``weights`` overrides the encoder weights recorded in the spec (for example a local
         MERT folder when the spec names a hub id). ``max_seconds`` rejects longer songs.
         """
+        from apexmusic.hub import resolve_model
         from apexmusic.model import ScoringModel
 
+        model_dir = resolve_model(model_dir)  # a hub id (owner/name[@revision]) becomes a local folder
         model = ScoringModel.from_pretrained(model_dir, device=device)
         embedder = build_embedder(model.encoder_spec, weights=weights, device=device, max_seconds=max_seconds)
         comparator = load_comparator(model_dir)
