@@ -146,6 +146,19 @@ def test_cli_predict_with_a_hub_model(published, tmp_path, capsys):
     assert len(rows) == 1 and 0 <= rows[0]["score_streams"] <= 100 and 1 <= rows[0]["coherence"] <= 5
 
 
+def test_serve_a_hub_model(published):
+    from fastapi.testclient import TestClient
+
+    from apexmusic.serve import ServeConfig, create_app
+
+    with TestClient(create_app("amaai-lab/apex", ServeConfig(device="cpu", mc_samples=0))) as client:
+        card = client.get("/v1/model").json()
+        assert card["encoder_spec"]["compat"] == "reference" and len(card["tasks"]) == 7
+        with open(published["clip"], "rb") as f:
+            response = client.post("/v1/predict", files={"file": ("clip.wav", f, "audio/wav")})
+        assert response.status_code == 200, response.text
+
+
 def test_offline_without_the_files_fails_with_one_line(offline_hub, tmp_path, capsys):
     clip = tmp_path / "clip.wav"
     sf.write(str(clip), np.zeros(24000, np.float32), 24000)

@@ -603,6 +603,7 @@ def _add_serve(sub):
 
 def _cmd_serve(args) -> int:
     from apexmusic.errors import ConfigError
+    from apexmusic.hub import resolve_model
     from apexmusic.serve import ServeConfig, run_server
 
     if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
@@ -616,8 +617,9 @@ def _cmd_serve(args) -> int:
         weights=args.weights,
         device=args.device,
     )
+    model_dir = resolve_model(args.model)  # a hub id downloads here, before the server starts
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    run_server(args.model, host=args.host, port=args.port, config=config)
+    run_server(model_dir, host=args.host, port=args.port, config=config)
     return EXIT_OK
 
 
