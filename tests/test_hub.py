@@ -209,6 +209,7 @@ def test_push_uploads_only_the_model_data_files(predict_model_dir, tmp_path, mon
     upload = calls[2][1]
     assert upload["repo_id"] == "me/apex-tiny" and Path(upload["folder_path"]) == predict_model_dir
     assert set(upload["allow_patterns"]) == set(hub.MODEL_PATTERNS)
+    assert main(["push", str(predict_model_dir), "me/other"]) == 0 and calls[-1][1]["repo_id"] == "me/other"
     not_a_model = tmp_path / "x"
     shutil.copytree(predict_model_dir, not_a_model)
     (not_a_model / "model.safetensors").unlink()

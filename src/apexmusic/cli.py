@@ -453,6 +453,24 @@ def _cmd_import_reference(args) -> int:
     return EXIT_OK
 
 
+@_command
+def _add_push(sub):
+    p = sub.add_parser("push", help="upload a model directory to the Hugging Face hub")
+    p.add_argument("model_dir", help="model directory (config.json, model.safetensors, ...)")
+    p.add_argument("repo_id", help="hub repo, owner/name (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to commit to (default: main)")
+    p.set_defaults(handler=_cmd_push)
+
+
+def _cmd_push(args) -> int:
+    from apexmusic.hub import push_model
+
+    url = push_model(args.model_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"pushed {args.model_dir} -> {args.repo_id}: {url}")
+    return EXIT_OK
+
+
 # === predict / compare / serve (issue 5) ===
 
 
