@@ -21,7 +21,7 @@ candidates tried in order (``best_model.pt``, then ``models/best_model.pt``), an
 
 Offline (``HF_HUB_OFFLINE=1``) everything is read from the Hugging Face cache (``HF_HUB_CACHE``,
 else ``$HF_HOME/hub``); missing files raise one :class:`ModelLoadError` line. Nothing here ever
-executes code from a repo: there is no ``trust_remote_code`` anywhere in apexmusic.
+executes code from a repo: remote code is never enabled anywhere in apexmusic.
 """
 
 from __future__ import annotations
