@@ -13,7 +13,8 @@ Weights (``weights=``):
     sharded ``*.index.json`` forms). Old weight-norm names (``weight_g`` / ``weight_v``) are
     renamed to the parametrisation names; MERT-only pre-training keys (``_DROPPED_KEYS``) are
     dropped; any other missing or unexpected key is a ModelLoadError. ``.bin`` files load
-    with ``torch.load(weights_only=True)`` only;
+    with ``torch.load(weights_only=True)`` only. A ``preprocessor_config.json`` beside them
+    sets ``do_normalize`` (``encoders.input_norm``: zero-mean unit-variance input rows);
   - a single weights file (uses the built-in architecture);
   - a hub id such as ``m-a-p/MERT-v1-95M`` (also the default, ``None``): only the config and
     weight files are downloaded with ``huggingface_hub.snapshot_download``, then loaded as a
