@@ -213,7 +213,7 @@ def _missing(ref: HubRef, what: str) -> str:
 def _try_download(ref: HubRef, filename: str) -> Path | None:
     """One file of ``ref`` (from the cache when offline); None when the repo or cache lacks it."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(
@@ -227,7 +227,9 @@ def _try_download(ref: HubRef, filename: str) -> Path | None:
         )
     except EntryNotFoundError:
         return None
-    except Exception as exc:  # repo or revision not found, no network, bad token, ...
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"{ref}: no such local folder, and no such repo on the hub") from None
+    except Exception as exc:  # revision not found, no network, bad token, ...
         raise ModelLoadError(f"{ref}: cannot fetch {filename} from the hub ({_reason(exc)})") from None
 
 
