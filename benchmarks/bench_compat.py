@@ -80,7 +80,7 @@ def main() -> None:
     songs = [cut] + (songs[:1] if args.quick else songs)
 
     print(f"torch threads {torch.get_num_threads()}, do_normalize={args.normalize}", flush=True)
-    print(f"\n{'song':<38} {'segs':>4} {'cosine':>10} {'max|d| 0-100':>13} {'max|d| 1-5':>11} {'s':>6}")
+    print(f"\n{'song':<38} {'segs':>4} {'1 - cosine':>10} {'max|d| 0-100':>13} {'max|d| 1-5':>11} {'s':>6}")
     worst = [1.0, 0.0, 0.0]
     for path in songs:
         start = time.perf_counter()
@@ -95,8 +95,9 @@ def main() -> None:
         worst = [min(worst[0], cos), max(worst[1], pop), max(worst[2], aes)]
         seconds = time.perf_counter() - start
         n = len(embedding.segments)
-        print(f"{path.name:<38} {n:>4} {cos:>10.7f} {pop:>13.5f} {aes:>11.6f} {seconds:>6.0f}", flush=True)
-    print(f"\nworst: cosine {worst[0]:.7f}, |d| 0-100 {worst[1]:.5f}, |d| 1-5 {worst[2]:.6f}")
+        gap = 1 - cos
+        print(f"{path.name:<38} {n:>4} {gap:>10.1e} {pop:>13.1e} {aes:>11.1e} {seconds:>6.0f}", flush=True)
+    print(f"\nworst: cosine {worst[0]:.9f}, |d| 0-100 {worst[1]:.2e}, |d| 1-5 {worst[2]:.2e}")
     print(f"scores range: head outputs {', '.join(f'{k}={float(v[0]):.2f}' for k, v in expected.items())}")
 
 

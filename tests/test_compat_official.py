@@ -231,6 +231,8 @@ def _compare(tmp_path, songs, do_normalize: bool, taf) -> None:
         with torch.no_grad():
             expected = head(torch.from_numpy(theirs)[None])
         got = imported.predict_layers(embedding.layers[None])
+        values = [float(expected[t][0]) for t in TASKS]
+        assert all(2 < v < 98 for v in values[:2]) and all(1.1 < v < 4.9 for v in values[2:]), values
         for i, t in enumerate(TASKS):
             assert abs(float(got[t][0]) - float(expected[t][0])) <= (0.1 if i < 2 else 0.005), (path.name, t)
 
