@@ -692,6 +692,24 @@ def _cmd_import_reference(args) -> int:
     return EXIT_OK
 
 
+@_command
+def _add_push(sub):
+    p = sub.add_parser("push", help="upload a model directory to the Hugging Face hub")
+    p.add_argument("model_dir", help="model directory (config.json, model.safetensors, ...)")
+    p.add_argument("repo_id", help="hub repo, owner/name (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to commit to (default: main)")
+    p.set_defaults(handler=_cmd_push)
+
+
+def _cmd_push(args) -> int:
+    from apexmusic.hub import push_model
+
+    url = push_model(args.model_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"pushed {args.model_dir} -> {args.repo_id}: {url}")
+    return EXIT_OK
+
+
 # === predict / compare / serve ===
 
 
@@ -739,7 +757,12 @@ def _add_predict(sub):
 
 def _add_model_args(p) -> None:
     """Flags of the commands that load a model directory (predict, compare, serve)."""
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|HUB_ID",
+        help="model directory, or a hub id such as amaai-lab/apex[@revision]",
+    )
     p.add_argument(
         "--weights",
         help="encoder weights instead of those the model names, e.g. a local folder (default: the model's)",
@@ -943,9 +966,10 @@ def _cmd_serve(args) -> int:
         weights=args.weights,
         device=args.device,
     )
-    ModelDir(args.model).read_config()  # a bad model is one line here, not a failed server start
+    model_dir = ModelDir.resolve(args.model)  # a hub id downloads here, before the server starts
+    model_dir.read_config()  # a bad model is one line here, not a failed server start
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    run_server(args.model, host=args.host, port=args.port, config=config)
+    run_server(model_dir.root, host=args.host, port=args.port, config=config)
     return EXIT_OK
 
 
