@@ -694,7 +694,12 @@ def _cmd_import_reference(args) -> int:
 
 @_command
 def _add_push(sub):
-    p = sub.add_parser("push", help="upload a model directory to the Hugging Face hub")
+    p = sub.add_parser(
+        "push",
+        help="upload a model directory to the Hugging Face hub",
+        description="Upload a model directory's data files (JSON, safetensors, the card; never code) "
+        "to a Hugging Face hub repo, which is created when missing.",
+    )
     p.add_argument("model_dir", help="model directory (config.json, model.safetensors, ...)")
     p.add_argument("repo_id", help="hub repo, owner/name (created when missing)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
@@ -828,7 +833,9 @@ def _check_predict_paths(args) -> None:
     from apexmusic.predict.writers import output_format
 
     output_format(args.out)
-    ModelDir(args.model).read_config()
+    folder = ModelDir.resolve(args.model)  # a hub id is downloaded (or read from the cache) once, here
+    folder.read_config()
+    args.model = str(folder.root)
     if args.embeddings:
         from apexmusic.store import EmbeddingStore
 
