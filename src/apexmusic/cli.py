@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from apexmusic.devices import PRECISIONS
 from apexmusic.errors import ApexError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -100,7 +101,12 @@ def _add_embed(sub):
     p.add_argument("--hop-seconds", type=float, default=None, help="segment hop (default: no overlap)")
     p.add_argument("--batch-size", type=int, default=None, help="segments per encoder call")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 where the hardware runs it natively, else fp32; int8: MERT on CPU only",
+    )
     p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.audio import Segment, SegmentConfig, file_sha256, iter_segments, segment_array
+from apexmusic.devices import PRECISIONS
 from apexmusic.encoders import Encoder, load_encoder
 from apexmusic.errors import ApexError, ConfigError
 from apexmusic.sources import Song
@@ -53,7 +54,6 @@ from apexmusic.store import EmbeddingStore, Failure, SongEmbedding
 log = logging.getLogger(__name__)
 
 REFERENCE = "reference"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MAX_SECONDS = 3600.0
 FLUSH_SECONDS = 120.0
 
