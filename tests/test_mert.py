@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -341,3 +343,56 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"
+
+
+@pytest.mark.parametrize("base", [MERT_V1_95M, MERT_V1_330M], ids=["95m", "330m"])
+def test_parameter_layout_is_hubert_models(base):
+    """Our key/shape table (what loading checks against, no transformers) is HubertModel's own,
+    at real size (built on the meta device: no memory, no init)."""
+    from transformers import HubertModel
+
+    from apexmusic.encoders.mert_weights import parameter_shapes
+
+    with torch.device("meta"):
+        model = HubertModel(base.hubert_config())
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert parameter_shapes(base) == expected
+
+
+def test_loading_and_encoding_import_no_transformers(tmp_path):
+    """The fast path builds from a published folder without transformers (start-up cost)."""
+    arch = tiny()
+    write_published_folder(build_model(arch, seed=3), arch, tmp_path / "ckpt", "safetensors")
+    code = f"""
+import dataclasses, sys
+import numpy as np
+from apexmusic.encoders.mert import MERT_V1_95M, MertEncoder, load_weights
+arch = dataclasses.replace(MERT_V1_95M, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=32, conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+state, arch, weights_id = load_weights({str(tmp_path / "ckpt")!r}, arch)
+encoder = MertEncoder(state, arch, weights_id, device="cpu", precision="bf16")
+out = encoder.encode(np.zeros((1, 24000), np.float32), np.array([24000]))
+assert out.shape == (1, 3, 16) and np.isfinite(out).all()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "transformers"))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_bad_shape_in_published_weights_is_a_load_error(tmp_path):
+    arch = tiny()
+    folder = tmp_path / "ckpt"
+    write_published_folder(build_model(arch), arch, folder, "safetensors")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    state["encoder.layers.1.feed_forward.output_dense.weight"] = torch.zeros(16, 31)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"1 shapes differ \(encoder.layers.1.feed_forward.output_dense"):
+        load_folder(folder, arch)

@@ -73,7 +73,7 @@ class Int8Dense:
             if self.in_features % 8 or self.out_features % 8:
                 raise ValueError("torch._int_mm needs both matrix dimensions to be multiples of 8")
             self.kernel = "int_mm"
-            self.wq_t = wq.t().contiguous().t()  # [k, n], column-major as the kernel prefers
+            self.wq_t = wq.t()  # [k, n] as a column-major view of the row-major [n, k]
 
     def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         shape = x.shape
