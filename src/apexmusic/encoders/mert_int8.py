@@ -42,11 +42,11 @@ def onednn_qlinear_available() -> bool:
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per row of a 2-D tensor: ``(xq int8 [m, k], scale float32 [m])``.
 
-    ``xq = round(x / scale)`` with ``scale = max|x_row| / 127``, computed in float32.
+    ``xq = round(x / scale)`` with ``scale = max|x_row| / 127``. The maximum is exact in the
+    input dtype; the division runs in float32 (type promotion, no float32 copy of ``x``).
     """
-    x32 = x.float()
-    scale = torch.linalg.vector_norm(x32, float("inf"), dim=1).clamp_min_(1e-12).div_(QMAX)
-    scaled = torch.mul(x32, scale.reciprocal()[:, None])  # never in place: x32 may be the caller's x
+    scale = torch.linalg.vector_norm(x, float("inf"), dim=1).float().clamp_min_(1e-12).div_(QMAX)
+    scaled = torch.mul(x, scale.reciprocal()[:, None])  # float32 result, never in place on x
     return scaled.round_().to(torch.int8), scale
 
 
