@@ -68,6 +68,7 @@ def reference_format_head(dim: int, seed: int = 0) -> torch.nn.Module:
     def block(n_in: int, n_out: int) -> list[torch.nn.Module]:
         linear = torch.nn.Linear(n_in, n_out)
         torch.nn.init.normal_(linear.weight, 0.0, n_in**-0.5, generator=generator)
+        torch.nn.init.normal_(linear.bias, 0.0, 0.1, generator=generator)
         norm = torch.nn.BatchNorm1d(n_out)
         norm.running_mean.normal_(0.0, 0.5, generator=generator)
         norm.running_var.uniform_(0.5, 2.0, generator=generator)
