@@ -187,7 +187,9 @@ class MertEncoder:
         return {
             "encoder": self.name,
             "weights": self.weights_id,
-            "implementation": "apexmusic fast path" if self.fast else "transformers.HubertModel",
+            # Unchanged since stores were first written (it is part of the store's vector keys):
+            # the fast path computes HubertModel's function from HubertModel's parameters.
+            "implementation": "transformers.HubertModel" + (" + apexmusic fast path" if self.fast else ""),
             "precision": self.precision,
             "compat": self.compat,
             "pooling": "all frames of the zero-padded segment" if self.compat else "valid frames only",
