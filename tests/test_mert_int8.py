@@ -91,6 +91,7 @@ def head_scores(head: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sigmoid(logits[:, :2]) * 100, torch.sigmoid(logits[:, 2:]) * 4 + 1], 1)
 
 
+@pytest.mark.slow  # ~6-18 s on 2 shared cores: a 12-layer model (the reference layers) in fp32 and int8
 def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files):
     """Per-layer cosine >= 0.999 to the fp32 plain model on excerpts of the seven real songs, and a
     reference-format head scores the int8 vectors within 0.25 (0-100) and 0.01 (1-5) points."""
