@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +121,9 @@ def test_published_layout_folder_round_trip(tmp_path, fmt, base):
     assert "encoder.pos_conv_embed.conv.weight_g" in written and "masked_spec_embed" in written
 
     loaded, loaded_arch = load_folder(folder, arch)
+    assert set(loaded) == set(source.state_dict())
     for key, tensor in source.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(loaded[key], tensor, rtol=0, atol=0)
 
     audio = noise(2, SR)
     lengths = np.array([SR, SR // 2])
@@ -202,7 +205,7 @@ def test_missing_path_is_a_load_error():
 
 
 def test_random_weights_are_loud_and_labelled(caplog):
-    with caplog.at_level(logging.WARNING, logger="apexmusic.encoders.mert"):
+    with caplog.at_level(logging.WARNING, logger="apexmusic.encoders.mert_weights"):
         model, arch, weights_id = load_weights("random", tiny())
     assert weights_id == "random"
     assert any("RANDOM WEIGHTS" in r.message and r.levelno == logging.WARNING for r in caplog.records)
@@ -222,10 +225,8 @@ def test_no_trust_remote_code_anywhere():
 def test_real_size_95m_architecture_and_registry():
     encoder = load_encoder("mert-v1-95m", weights="random", device="cpu", precision="fp32")
     assert (encoder.n_layers, encoder.dim, encoder.sample_rate) == (13, 768, SR)
-    n_params = sum(p.numel() for p in encoder.model.parameters())
-    assert 94e6 < n_params < 96e6  # MERT-v1-95M
-    frames = encoder.model._get_feat_extract_output_lengths(torch.tensor(30 * SR))
-    assert int(frames) == 2249  # 75 Hz
+    assert 94e6 < encoder.n_parameters < 96e6  # MERT-v1-95M
+    assert encoder.model is None  # the fast path builds no HubertModel
     d = encoder.describe()
     assert d["architecture"]["feat_extract_norm"] == "group" and d["weights"] == "random"
 
@@ -343,3 +344,56 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"
+
+
+@pytest.mark.parametrize("base", [MERT_V1_95M, MERT_V1_330M], ids=["95m", "330m"])
+def test_parameter_layout_is_hubert_models(base):
+    """Our key/shape table (what loading checks against, no transformers) is HubertModel's own,
+    at real size (built on the meta device: no memory, no init)."""
+    from transformers import HubertModel
+
+    from apexmusic.encoders.mert_weights import parameter_shapes
+
+    with torch.device("meta"):
+        model = HubertModel(base.hubert_config())
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert parameter_shapes(base) == expected
+
+
+def test_loading_and_encoding_import_no_transformers(tmp_path):
+    """The fast path builds from a published folder without transformers (start-up cost)."""
+    arch = tiny()
+    write_published_folder(build_model(arch, seed=3), arch, tmp_path / "ckpt", "safetensors")
+    code = f"""
+import dataclasses, sys
+import numpy as np
+from apexmusic.encoders.mert import MERT_V1_95M, MertEncoder, load_weights
+arch = dataclasses.replace(MERT_V1_95M, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=32, conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+state, arch, weights_id = load_weights({str(tmp_path / "ckpt")!r}, arch)
+encoder = MertEncoder(state, arch, weights_id, device="cpu", precision="bf16")
+out = encoder.encode(np.zeros((1, 24000), np.float32), np.array([24000]))
+assert out.shape == (1, 3, 16) and np.isfinite(out).all()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "transformers"))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_bad_shape_in_published_weights_is_a_load_error(tmp_path):
+    arch = tiny()
+    folder = tmp_path / "ckpt"
+    write_published_folder(build_model(arch), arch, folder, "safetensors")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    state["encoder.layers.1.feed_forward.output_dense.weight"] = torch.zeros(16, 31)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"1 shapes differ \(encoder.layers.1.feed_forward.output_dense"):
+        load_folder(folder, arch)

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from apexmusic.devices import PRECISIONS
 from apexmusic.errors import ApexError
 
 if TYPE_CHECKING:
@@ -213,7 +214,6 @@ def _add_embed(sub):
         "failures.jsonl). Songs that fail are logged in failures.jsonl and the rest are kept.",
     )
     from apexmusic.choices import DEFAULT_MAX_SECONDS
-    from apexmusic.devices import PRECISIONS
     from apexmusic.encoders import available_encoders
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, globs or manifests")
@@ -228,7 +228,13 @@ def _add_embed(sub):
         "--batch-size", type=int, default=None, help="segments per encoder call (default: the encoder's)"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the encoder runs")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the encoder's arithmetic")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="the encoder's arithmetic; auto: bf16 where the hardware runs it natively, else fp32; "
+        "int8: MERT on CPU only",
+    )
     p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
     p.add_argument(

@@ -3,6 +3,11 @@
 ``auto`` means: CUDA when torch sees one, else CPU; bf16 where the hardware runs it natively
 (CUDA with bf16 support, CPUs with AVX512-BF16 or AMX), else fp32. Emulated bf16 on older CPUs
 is slower than fp32, so it is never picked automatically there.
+
+``int8`` (int8 GEMMs, see ``encoders/mert_int8.py``) exists only where a caller implements it
+(``int8=True``: the MERT fast path on CPU); elsewhere asking for it is a ConfigError. ``auto``
+picks it only where ``INT8_AUTO`` says so: the measured speed decides, not the instruction set
+(docs/embedding-speed.md has the numbers behind the current choice).
 """
 
 from __future__ import annotations
@@ -13,17 +18,30 @@ from pathlib import Path
 
 from apexmusic.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+# int8 is chosen by ``auto`` on CPUs with int8 dot-product instructions only when this is True.
+# On the AMX machine it was measured on, int8 MERT ran slower than bf16 (the dynamic per-token
+# quantisation passes cost more than the faster GEMMs save), so it stays opt-in.
+INT8_AUTO = False
 
 
 @functools.cache
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bf16 matmul (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", _cpu_flags()))
+
+
+def cpu_has_fast_int8() -> bool:
+    """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool(re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", _cpu_flags()))
 
 
 def resolve_device(device: str) -> str:
@@ -39,21 +57,29 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> the fastest precision the device runs natively (see the module docstring)."""
+def resolve_precision(precision: str, device: str, int8: bool = False) -> str:
+    """``auto`` -> the fastest precision the device runs natively (see the module docstring).
+
+    ``int8``: the caller implements int8 (the MERT fast path); only on CPU.
+    """
     import torch
 
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    int8_here = int8 and device == "cpu"
+    if precision == "int8" and not int8_here:
+        raise ConfigError("precision int8 is implemented for the MERT encoders' fast path on CPU only")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if int8_here and INT8_AUTO and cpu_has_fast_int8():
+        return "int8"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def torch_dtype(precision: str):
-    """The torch dtype of a resolved precision name."""
+    """The torch dtype of a resolved floating-point precision name (not ``int8``)."""
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

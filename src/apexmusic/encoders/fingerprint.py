@@ -93,15 +93,15 @@ def state_fingerprint(state: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> s
     return weights_fingerprint(canonical)
 
 
-def loaded_fingerprint(model: Any, weights_id: str, encoder: str, seed: int) -> str:
-    """Fingerprint of a torch model loaded from ``weights_id`` (a folder, file, hub id or
-    ``"random"``), cached by the files it was read from."""
+def loaded_fingerprint(state: Any, weights_id: str, encoder: str, seed: int) -> str:
+    """Fingerprint of a state dict (or a torch model's) loaded from ``weights_id`` (a folder,
+    file, hub id or ``"random"``), cached by the files it was read from."""
     if weights_id == "random":
         return random_marker(encoder, seed)
     files = weight_files(weights_id)
     if not files and re.fullmatch(r"[\w.-]+/[\w.-]+", weights_id):
         files = hub_snapshot_files(weights_id)
-    return cached_fingerprint(files, lambda: state_fingerprint(model.state_dict()))
+    return cached_fingerprint(files, lambda: state_fingerprint(getattr(state, "state_dict", lambda: state)()))
 
 
 def _write_entry(path: Path, payload: dict[str, Any]) -> None:

@@ -29,8 +29,9 @@ positional conv weight is materialised from its weight-norm parameters once, in 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,14 +77,9 @@ class _Dense:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool) -> None:
         self.weight, self.bias = weight, bias
         self.packed = None
-        if fuse:
-            try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-                probe = torch.zeros(2, weight.shape[1], dtype=weight.dtype)
-                torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "gelu", [], "none")
-                self.packed, self.weight = packed, None  # the packed copy is the only one needed
-            except (AttributeError, RuntimeError):
-                self.packed = None
+        if fuse and _fused_linear_works(weight.dtype):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            self.weight = None  # the packed copy is the only one needed
 
     def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         if self.packed is not None:
@@ -93,6 +89,18 @@ class _Dense:
             )
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if gelu else y
+
+
+@functools.cache
+def _fused_linear_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused linear runs here (probed once per process on a tiny weight)."""
+    try:
+        weight = torch.ones(8, 8, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        out = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 8, dtype=dtype), packed, None, "none", [], "")
+        return bool(torch.equal(out.float(), torch.full((2, 8), 8.0)))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -113,40 +121,48 @@ class _GroupNorm:
 
 
 class FastMert:
-    """Pooled hidden states of a HubertModel, computed fast from its weights.
+    """Pooled hidden states of a MERT model, computed fast from its weights.
 
-    Weights are converted to ``dtype`` once (in float32 the model's own tensors are reused,
-    read-only); the model itself is not called.
+    ``state`` holds the weights under transformers ``HubertModel`` names (as
+    ``mert_weights.load_weights`` returns them, or ``HubertModel.state_dict()``); ``arch`` is the
+    ``MertArch`` (or any object with the same fields, e.g. a HubertConfig). Weights are converted
+    to ``dtype`` once (in float32 the given tensors are reused, read-only). With ``int8=True``
+    the linears and convs 2-7 run as int8 GEMMs (``mert_int8``); everything else in ``dtype``.
     """
 
     def __init__(
         self,
-        model: Any,
+        state: Mapping[str, torch.Tensor],
+        arch: Any,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
         compile: bool = False,
         compile_backend: str = "inductor",
         compile_mode: str | None = None,
+        int8: bool = False,
     ) -> None:
-        config = model.config
-        self.config = config
+        self.config = arch
         self.dtype = dtype
         self.device = torch.device(device)
-        self.kernels = list(config.conv_kernel)
-        self.strides = list(config.conv_stride)
-        self.stable = bool(config.do_stable_layer_norm)
-        self.n_heads = int(config.num_attention_heads)
-        if config.feat_extract_activation != "gelu" or config.hidden_act != "gelu":
+        self.kernels = list(arch.conv_kernel)
+        self.strides = list(arch.conv_stride)
+        self.stable = bool(arch.do_stable_layer_norm)
+        self.n_heads = int(arch.num_attention_heads)
+        if arch.feat_extract_activation != "gelu" or arch.hidden_act != "gelu":
             raise ValueError("the fast MERT path implements the gelu activations MERT uses")
-        if getattr(config, "conv_pos_batch_norm", False):
+        if getattr(arch, "conv_pos_batch_norm", False):
             raise ValueError("the fast MERT path does not implement conv_pos_batch_norm")
-
+        if int8 and self.device.type != "cpu":
+            raise ValueError("int8 MERT runs on CPU only")
+        self.int8 = int8
         self._fuse = (
             self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
         )
+        self._state = state
         with torch.no_grad():
-            self._convs, self._group_norm = self._prepare_feature_extractor(model, config)
-            self._prepare_transformer(model, config)
+            self._convs, self._group_norm = self._prepare_feature_extractor(arch)
+            self._prepare_transformer(arch)
+        del self._state
         self._transformer = self._transformer_eager
         if compile:
             self._transformer = torch.compile(
@@ -154,101 +170,120 @@ class FastMert:
             )
 
     # ------------------------------------------------------------------ preparation
+    def _get(self, name: str) -> torch.Tensor | None:
+        tensor = self._state.get(name)
+        return None if tensor is None else tensor.detach()
+
     def _to(self, tensor: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
         if tensor is None:
             return None
         return tensor.detach().to(device=self.device, dtype=dtype or self.dtype).contiguous()
 
-    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Dense:
+    def _norm(self, prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        return (self._to(self._get(prefix + ".weight")), self._to(self._get(prefix + ".bias")), eps)
+
+    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        if self.int8:
+            from apexmusic.encoders.mert_int8 import Int8Dense
+
+            return Int8Dense(weight, bias, out_dtype=self.dtype)
         return _Dense(self._to(weight), self._to(bias), self._fuse)
 
-    def _prepare_feature_extractor(
-        self, model: Any, config: Any
-    ) -> tuple[list[_ConvLayer], _GroupNorm | None]:
+    def _prepare_feature_extractor(self, arch: Any) -> tuple[list[_ConvLayer], _GroupNorm | None]:
         convs: list[_ConvLayer] = []
         group_norm = None
-        for index, layer in enumerate(model.feature_extractor.conv_layers):
-            conv = layer.conv
-            c_out, c_in, kernel = conv.weight.shape
+        for index in range(len(arch.conv_dim)):
+            prefix = f"feature_extractor.conv_layers.{index}."
+            conv_weight, conv_bias = self._get(prefix + "conv.weight"), self._get(prefix + "conv.bias")
+            c_out, c_in, kernel = conv_weight.shape
             # [c_out, c_in, k] -> [c_out, k, c_in] -> [c_out, k * c_in]: matches the window layout.
-            weight = conv.weight.detach().permute(0, 2, 1).reshape(c_out, kernel * c_in)
+            weight = conv_weight.permute(0, 2, 1).reshape(c_out, kernel * c_in)
             norm = None
-            if isinstance(getattr(layer, "layer_norm", None), torch.nn.LayerNorm):
-                ln = layer.layer_norm
-                norm = (self._to(ln.weight), self._to(ln.bias), float(ln.eps))
-            elif isinstance(getattr(layer, "layer_norm", None), torch.nn.GroupNorm):
+            has_norm = self._get(prefix + "layer_norm.weight") is not None
+            if has_norm and arch.feat_extract_norm == "layer":
+                norm = self._norm(prefix + "layer_norm", 1e-5)  # nn.LayerNorm's default eps
+            elif has_norm:
                 if index != 0 or c_in != 1:
                     raise ValueError("group norm is only expected after the first conv layer")
-                gn = layer.layer_norm
                 group_norm = _GroupNorm(
-                    weight64=conv.weight.detach().reshape(c_out, kernel).to(self.device, torch.float64),
-                    bias64=None if conv.bias is None else conv.bias.detach().to(self.device, torch.float64),
-                    gamma64=gn.weight.detach().to(self.device, torch.float64),
-                    beta64=gn.bias.detach().to(self.device, torch.float64),
-                    eps=float(gn.eps),
+                    weight64=conv_weight.reshape(c_out, kernel).to(self.device, torch.float64),
+                    bias64=None if conv_bias is None else conv_bias.to(self.device, torch.float64),
+                    gamma64=self._get(prefix + "layer_norm.weight").to(self.device, torch.float64),
+                    beta64=self._get(prefix + "layer_norm.bias").to(self.device, torch.float64),
+                    eps=1e-5,  # nn.GroupNorm's default eps
                 )
+            # conv 0 (one input channel, ten taps) is too thin for int8 to pay: kept in dtype.
+            dense = (
+                _Dense(self._to(weight), self._to(conv_bias), self._fuse)
+                if index == 0
+                else self._dense(weight, conv_bias)
+            )
             convs.append(
                 _ConvLayer(
-                    kernel=int(kernel),
-                    stride=int(conv.stride[0]),
-                    dense=self._dense(weight, conv.bias),
-                    layer_norm=norm,
+                    kernel=int(kernel), stride=int(arch.conv_stride[index]), dense=dense, layer_norm=norm
                 )
             )
         return convs, group_norm
 
-    def _prepare_transformer(self, model: Any, config: Any) -> None:
-        projection = model.feature_projection
+    def _prepare_transformer(self, arch: Any) -> None:
+        eps = float(arch.layer_norm_eps)
         self._proj_norm = (
-            (
-                self._to(projection.layer_norm.weight),
-                self._to(projection.layer_norm.bias),
-                projection.layer_norm.eps,
-            )
-            if getattr(projection, "feat_proj_layer_norm", False)
+            self._norm("feature_projection.layer_norm", eps)
+            if self._get("feature_projection.layer_norm.weight") is not None
             else None
         )
-        self._proj = self._dense(projection.projection.weight, projection.projection.bias)
-
-        encoder = model.encoder
-        pos = encoder.pos_conv_embed
-        # Materialise the weight-norm parametrisation once, in float32, then cast.
-        self._pos_weight = self._to(pos.conv.weight.detach().float())
-        self._pos_bias = self._to(pos.conv.bias)
-        self._pos_kernel = int(pos.conv.kernel_size[0])
-        self._pos_groups = int(pos.conv.groups)
-        self._pos_onednn = _grouped_conv_is_accurate(self._pos_weight, self._pos_groups)
-        self._enc_norm = (
-            self._to(encoder.layer_norm.weight),
-            self._to(encoder.layer_norm.bias),
-            encoder.layer_norm.eps,
+        self._proj = self._dense(
+            self._get("feature_projection.projection.weight"), self._get("feature_projection.projection.bias")
         )
+        pos = "encoder.pos_conv_embed.conv."
+        # Materialise the weight-norm parametrisation (norm over all dims but the last) in float32.
+        g = self._get(pos + "parametrizations.weight.original0").float()
+        v = self._get(pos + "parametrizations.weight.original1").float()
+        self._pos_kernel = int(arch.num_conv_pos_embeddings)
+        self._pos_groups = int(arch.num_conv_pos_embedding_groups)
+        weight = g * v / v.norm(dim=(0, 1), keepdim=True)
+        self._pos_dtype = self.dtype if self._conv_dtype_agrees(weight) else torch.float32
+        self._pos_weight = self._to(weight, self._pos_dtype)
+        self._pos_bias = self._to(self._get(pos + "bias"), self._pos_dtype)
+        self._enc_norm = self._norm("encoder.layer_norm", eps)
 
         self._layers = []
-        for layer in encoder.layers:
-            attention, ff = layer.attention, layer.feed_forward
-            if getattr(layer, "adapter_layer", None) is not None:
-                raise ValueError("the fast MERT path does not implement attention adapters")
-            qkv_w = torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight], 0)
-            qkv_b = torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias], 0)
+        for index in range(arch.num_hidden_layers):
+            p = f"encoder.layers.{index}."
+            a = p + "attention."
+            qkv_w = torch.cat([self._get(f"{a}{n}_proj.weight") for n in "qkv"], 0)
+            qkv_b = torch.cat([self._get(f"{a}{n}_proj.bias") for n in "qkv"], 0)
+            ff = p + "feed_forward."
             self._layers.append(
                 {
                     "qkv": self._dense(qkv_w, qkv_b),
-                    "out": self._dense(attention.out_proj.weight, attention.out_proj.bias),
-                    "ln1": (
-                        self._to(layer.layer_norm.weight),
-                        self._to(layer.layer_norm.bias),
-                        layer.layer_norm.eps,
+                    "out": self._dense(self._get(a + "out_proj.weight"), self._get(a + "out_proj.bias")),
+                    "ln1": self._norm(p + "layer_norm", eps),
+                    "ff1": self._dense(
+                        self._get(ff + "intermediate_dense.weight"), self._get(ff + "intermediate_dense.bias")
                     ),
-                    "ff1": self._dense(ff.intermediate_dense.weight, ff.intermediate_dense.bias),
-                    "ff2": self._dense(ff.output_dense.weight, ff.output_dense.bias),
-                    "ln2": (
-                        self._to(layer.final_layer_norm.weight),
-                        self._to(layer.final_layer_norm.bias),
-                        layer.final_layer_norm.eps,
+                    "ff2": self._dense(
+                        self._get(ff + "output_dense.weight"), self._get(ff + "output_dense.bias")
                     ),
+                    "ln2": self._norm(p + "final_layer_norm", eps),
                 }
             )
+
+    def _conv_dtype_agrees(self, weight: torch.Tensor) -> bool:
+        """Whether the grouped positional conv in ``dtype`` matches float32 on a probe input.
+
+        Some oneDNN bf16 grouped-conv kernels return wrong numbers for narrow groups (seen on
+        AMX CPUs with 8 channels per group; fine at MERT's 48); those shapes run in float32.
+        """
+        if self.dtype == torch.float32:
+            return True
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(1, weight.shape[0], 16, generator=generator).to(self.device)
+        w = weight.to(self.device)
+        conv = functools.partial(F.conv1d, padding=self._pos_kernel // 2, groups=self._pos_groups)
+        expected = conv(x, w)
+        got = conv(x.to(self.dtype), w.to(self.dtype)).float()
+        return bool((got - expected).abs().max() <= 0.05 * expected.abs().max())
 
     # ------------------------------------------------------------------ forward
     @torch.inference_mode()
@@ -355,17 +390,16 @@ class FastMert:
         return torch.stack(pooled, dim=1)
 
     def _positional(self, hidden: torch.Tensor) -> torch.Tensor:
-        with torch.backends.mkldnn.flags(enabled=self._pos_onednn):
-            x = F.conv1d(
-                hidden.transpose(1, 2),
-                self._pos_weight,
-                self._pos_bias,
-                padding=self._pos_kernel // 2,
-                groups=self._pos_groups,
-            )
+        x = F.conv1d(
+            hidden.transpose(1, 2).to(self._pos_dtype),
+            self._pos_weight,
+            self._pos_bias,
+            padding=self._pos_kernel // 2,
+            groups=self._pos_groups,
+        )
         if self._pos_kernel % 2 == 0:
             x = x[:, :, :-1]
-        return F.gelu(x).transpose(1, 2)
+        return F.gelu(x).transpose(1, 2).to(self.dtype)
 
     def _layer(self, hidden: torch.Tensor, p: dict[str, Any], attn_mask: torch.Tensor | None) -> torch.Tensor:
         if self.stable:
@@ -385,25 +419,6 @@ class FastMert:
 
     def _feed_forward(self, hidden: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
         return p["ff2"](p["ff1"](hidden, gelu=True))
-
-
-def _grouped_conv_is_accurate(weight: torch.Tensor, groups: int) -> bool:
-    """Whether oneDNN computes this grouped conv right in ``weight``'s dtype on this machine.
-
-    Its bf16 kernels return unrelated values (cosine ~0 to float32) for 4 or 8 channels per
-    group on AMX CPUs; such convs then run on ATen's own kernel. Real MERT (48 per group) passes.
-    """
-    if (
-        weight.device.type != "cpu"
-        or weight.dtype == torch.float32
-        or not torch.backends.mkldnn.is_available()
-    ):
-        return True
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, weight.shape[0], 2 * weight.shape[-1], generator=generator)
-    expected = F.conv1d(x, weight.float(), groups=groups)
-    got = F.conv1d(x.to(weight.dtype), weight, groups=groups).float()
-    return bool(F.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.999)
 
 
 def _ln(hidden: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor, float]) -> torch.Tensor:
