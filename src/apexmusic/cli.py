@@ -251,6 +251,15 @@ def _add_training_args(p, grid: bool = False) -> None:
         "else fp32; fp32 is the paper's arithmetic exactly",
     )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
+    _add_threads_arg(p)
+    if grid:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="conditions trained side by side, one process each (default: one per core when "
+            "every condition is small work, else 1)",
+        )
     p.add_argument(
         "--popularity-exponent",
         type=float,
@@ -268,6 +277,16 @@ def _add_training_args(p, grid: bool = False) -> None:
         type=int,
         default=200 if grid else None,
         help="bootstrap resamples for the 95%% intervals",
+    )
+
+
+def _add_threads_arg(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one for small work; big work times 1 against all cores and "
+        "keeps the faster, re-checking as the load changes)",
     )
 
 
@@ -289,6 +308,7 @@ def _train_config(args, **overrides):
         precision=args.precision,
         standardize=not args.no_standardize,
         n_boot=args.n_boot,
+        threads=args.threads,
     )
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
@@ -368,6 +388,7 @@ def _add_evaluate(sub):
         help="default: the exponent the model was trained with",
     )
     p.add_argument("--cohort", default=None, choices=["none", "week", "month"])
+    _add_threads_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
 
 
@@ -392,7 +413,7 @@ def _cmd_evaluate(args) -> int:
         popularity,
         with_segments=model.training.get("mode") == "segment",
     )
-    evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
+    evaluation = evaluate_model(model, dataset, n_boot=args.n_boot, n_threads=args.threads)
     path = write_evaluation(evaluation, args.out)
     print(f"{len(dataset)} songs evaluated -> {path}")
     for task, m in evaluation.metrics.items():
@@ -413,14 +434,16 @@ def _add_grid(sub):
 
 def _cmd_grid(args) -> int:
     from apexmusic.data import load_dataset
-    from apexmusic.train import run_grid
+    from apexmusic.grid import run_grid
 
     base = _train_config(args)
     dataset = load_dataset(
         args.embeddings, args.labels, base.tasks, args.preset, _popularity_config(args), with_segments=True
     )
     with _progress_bar(24, "grid", unit="condition") as bar:
-        rows = run_grid(dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1))
+        rows = run_grid(
+            dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1), workers=args.workers
+        )
     print(f"{len(rows)} conditions -> {args.out}/grid.csv, {args.out}/grid.md")
     return EXIT_OK
 
