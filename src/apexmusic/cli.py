@@ -206,8 +206,10 @@ def _add_ray_sizing_args(p) -> None:
 
 
 def _add_training_args(p, grid: bool = False) -> None:
-    """Flags shared by `train` and `grid`. Flags left out take TrainConfig's defaults (the published
-    recipe); they are not read here so that building the parser does not import torch."""
+    """Flags shared by `train` and `grid`. Flags left out take the recipe's values (--recipe; its
+    defaults live in apexmusic.recipes and TrainConfig, not here)."""
+    from apexmusic.recipes import RECIPES
+
     p.add_argument("--embeddings", required=True, help="embedding store folder (apexmusic embed --out)")
     p.add_argument(
         "--labels",
@@ -228,12 +230,23 @@ def _add_training_args(p, grid: bool = False) -> None:
         p.add_argument("--shared", default=None, type=int, choices=[2, 3])
         p.add_argument("--mode", default=None, choices=["song", "segment"])
     p.add_argument(
+        "--recipe",
+        default="ours",
+        choices=list(RECIPES),
+        help="; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()) + " (docs/training.md)",
+    )
+    p.add_argument(
         "--mixing",
         default=None,
         choices=["reference", "mean", "learned"],
         help="how stored hidden states become one vector (default: learned)",
     )
-    p.add_argument("--split", default=None, choices=["random", "creator", "time"])
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["random", "creator", "time", "given"],
+        help="given: the labels' `split` column (train / val / test)",
+    )
     p.add_argument("--val-fraction", type=float, default=None)
     p.add_argument("--test-fraction", type=float, default=None)
     p.add_argument("--epochs", type=int, default=None)
@@ -246,9 +259,9 @@ def _add_training_args(p, grid: bool = False) -> None:
     p.add_argument(
         "--precision",
         default=None,
-        choices=["auto", "fp32", "bf16"],
+        choices=["auto", "fp32", "bf16", "fp16"],
         help="auto: bf16 matmuls where the hardware runs them natively (AVX512-BF16/AMX CPUs, GPUs), "
-        "else fp32; fp32 is the paper's arithmetic exactly",
+        "else fp32; fp16: float16 autocast with loss scaling, as the official script on CUDA",
     )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
     _add_threads_arg(p)
@@ -291,6 +304,7 @@ def _add_threads_arg(p) -> None:
 
 
 def _train_config(args, **overrides):
+    from apexmusic.recipes import recipe_values
     from apexmusic.train import TrainConfig
 
     values = dict(
@@ -306,16 +320,14 @@ def _train_config(args, **overrides):
         seed=args.seed,
         device=args.device,
         precision=args.precision,
-        standardize=not args.no_standardize,
+        standardize=False if args.no_standardize else None,
         n_boot=args.n_boot,
         threads=args.threads,
     )
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
             values[key] = getattr(args, key)
-    values = {key: value for key, value in values.items() if value is not None}  # None: recipe default
-    values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig(**recipe_values(args.recipe, **values, **overrides), recipe=args.recipe)
 
 
 def _popularity_config(args):

@@ -29,7 +29,8 @@ from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("random", "creator", "time")
+SPLITS = ("random", "creator", "time", "given")
+SPLIT_COLUMN = "split"  # `--split given`: train | val | test per song, e.g. a published split
 
 
 @dataclass
@@ -239,7 +240,7 @@ def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: Pop
     path_col = pick(cmap.path)
     if path_col:
         extra["path"] = np.array([str(r.get(path_col) or "") for r in records], dtype=object)
-    for name in cmap.keep:
+    for name in (*cmap.keep, SPLIT_COLUMN):
         col = pick((name,))
         if col:
             extra[name] = np.array([_cell(r.get(col)) for r in records], dtype=object)
@@ -443,6 +444,8 @@ def split_indices(
     no creator are their own group), so no creator is in two splits. ``time``: the oldest songs
     train, the newest test (songs without a time count as oldest).
     """
+    if config.method == "given":
+        raise ConfigError("a given split is read from the labels (given_split), not drawn")
     rng = np.random.default_rng(config.seed)
     if config.method == "random":
         order, groups = rng.permutation(n), np.arange(n)
@@ -463,6 +466,20 @@ def split_indices(
         t = np.where(np.isfinite(created_at), created_at, -np.inf)
         order, groups = np.lexsort((rng.random(n), t)), np.arange(n)
     return _cut_in_order(order, groups, config)
+
+
+def given_split(labels: LabelTable) -> Split:
+    """The split the labels name in their ``split`` column (``train``, ``val`` or ``test``)."""
+    column = labels.extra.get(SPLIT_COLUMN)
+    if column is None:
+        raise ConfigError(f"--split given needs a {SPLIT_COLUMN!r} column (train / val / test) in the labels")
+    names = np.array([str(v).strip().lower() if v is not None else "" for v in column], dtype=object)
+    aliases = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    unknown = sorted({v for v in names if v not in aliases})
+    if unknown:
+        raise DataError(f"{SPLIT_COLUMN!r} column: values {unknown[:5]} are not train / val / test")
+    part = np.array([aliases[v] for v in names], dtype=object)
+    return Split(*(np.flatnonzero(part == name) for name in ("train", "val", "test")))
 
 
 def _cut_in_order(order: np.ndarray, groups: np.ndarray, config: SplitConfig) -> Split:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from apexmusic import threads
-from apexmusic.data import Dataset, Split, split_indices
+from apexmusic.data import Dataset, Split
 from apexmusic.model import HeadConfig, build_net, resolve_device
-from apexmusic.train import LOSSES, MODES, TrainConfig, TrainResult, train
+from apexmusic.train import LOSSES, MODES, TrainConfig, TrainResult, dataset_split, train
 
 GRID_AXES: dict[str, tuple[Any, ...]] = {
     "mode": MODES,
@@ -52,9 +52,7 @@ def run_grid(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = split_indices(
-        len(dataset), base.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = dataset_split(dataset, base)
     conditions = grid_conditions()
     jobs = [(replace(base, **cond), out_dir / f"log_{_condition_name(cond)}.jsonl") for cond in conditions]
     n_workers = threads.grid_workers(_small_conditions(dataset, base, split), len(jobs), workers)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from apexmusic import devices, threads
-from apexmusic.data import Dataset, Split, SplitConfig, split_indices
+from apexmusic.data import Dataset, Split, SplitConfig, given_split, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
 from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
@@ -45,7 +45,10 @@ MODES = ("song", "segment")
 
 @dataclass
 class TrainConfig:
-    """The published training recipe; every field is a CLI flag."""
+    """apexmusic's training recipe (``--recipe ours``); every field is a CLI flag.
+
+    :mod:`apexmusic.recipes` names other sets of values (``paper``: the official script's).
+    """
 
     task: str = "full"  # full | popularity
     loss: str = "uncertainty"  # equal | weighted | uncertainty (the best published)
@@ -59,19 +62,28 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 20
     seed: int = 42
-    split: str = "random"  # random | creator | time
+    split: str = "random"  # random | creator | time | given (the labels' split column)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     device: str = "auto"
-    # auto | fp32 | bf16. bf16 autocasts the matmuls: on CPUs with AVX512-BF16/AMX it is what
-    # brings 50 epochs on 211k songs under 5 minutes, with held-out metrics equal to fp32 within
-    # 0.004 Spearman (benchmarks/bench_train.py). `auto` picks it where the hardware has it;
-    # `fp32` is the paper's arithmetic exactly.
+    # auto | fp32 | bf16 | fp16. bf16 autocasts the matmuls: on CPUs with AVX512-BF16/AMX it is
+    # what brings 50 epochs on 211k songs under 5 minutes, with held-out metrics equal to fp32
+    # within 0.004 Spearman (benchmarks/bench_train.py); `auto` picks it where the hardware has
+    # it. fp16 autocasts to float16 with GradScaler loss scaling, as the official script does on
+    # CUDA (on CPU, torch's CPU autocast: its op lists differ from CUDA's).
     precision: str = "auto"
     standardize: bool = True
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
     threads: int | None = None  # CPU threads; None: apexmusic.threads picks (and re-checks)
+    recipe: str = "ours"  # the apexmusic.recipes name these values came from (recorded)
+    decay_sigmas: bool = False  # weight decay on the uncertainty loss's log σ too (the official script)
+    # set: the objective on the whole validation split | batches: the mean of per-batch losses in
+    # order, rows as trained (the official script's early-stopping criterion)
+    val_loss: str = "set"
+    # generator: one stream seeded with `seed` | sampler: each epoch torch.randperm seeded with the
+    # epoch number (the official DistributedSampler on one GPU)
+    shuffle: str = "generator"
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -79,8 +91,10 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.val_loss not in ("set", "batches") or self.shuffle not in ("generator", "sampler"):
+            raise ConfigError("val_loss must be set or batches, shuffle generator or sampler")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
         if self.threads is not None and self.threads < 1:
@@ -160,8 +174,10 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def training_precision(precision: str, device: torch.device) -> str:
-    """Resolve ``auto``: bf16 where the hardware runs it natively, else fp32 (no fp16 training:
-    it would need loss scaling)."""
+    """Resolve ``auto``: bf16 where the hardware runs it natively, else fp32 (fp16, with loss
+    scaling, only when asked for)."""
+    if precision == "fp16":
+        return "fp16"
     resolved = devices.resolve_precision(precision, str(device))
     return "bf16" if resolved == "bf16" else "fp32"
 
@@ -185,9 +201,7 @@ def train(
         dataset = replace(dataset, tasks=tasks)
     device = resolve_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
-    split = split or split_indices(
-        len(dataset), config.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = split or dataset_split(dataset, config)
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
@@ -276,6 +290,15 @@ def train(
     )
 
 
+def dataset_split(dataset: Dataset, config: TrainConfig) -> Split:
+    """The train / val / test split ``config`` asks for (``given``: the labels' split column)."""
+    if config.split == "given":
+        return given_split(dataset.labels)
+    return split_indices(
+        len(dataset), config.split_config(), dataset.labels.creator, dataset.labels.created_at
+    )
+
+
 def _thread_candidates(net: ApexNet, rows: int, config: TrainConfig, device: torch.device) -> tuple[int, ...]:
     if device.type != "cpu":  # the host only launches kernels
         return (config.threads or torch.get_num_threads(),)
@@ -297,8 +320,13 @@ def _fit(
 ) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor] | None]:
     decay = [p for p in net.parameters() if p.requires_grad]
     groups = [{"params": decay, "weight_decay": config.weight_decay}]
-    if config.loss == "uncertainty":  # decay would pull every σ towards 1
-        groups.append({"params": list(criterion.parameters()), "weight_decay": 0.0})
+    if config.loss == "uncertainty":  # decay pulls every σ towards 1: ours spares them
+        groups.append(
+            {
+                "params": list(criterion.parameters()),
+                "weight_decay": config.weight_decay * config.decay_sigmas,
+            }
+        )
     # fused: one kernel per step instead of ~10 per parameter (a fifth of a small step on CPU)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -308,16 +336,13 @@ def _fit(
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
     n = len(tr.x)
-    autocast = (
-        torch.autocast(tr.x.device.type, dtype=torch.bfloat16)
-        if config.precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    autocast = _autocast(config.precision, tr.x.device)
+    scaler = torch.amp.GradScaler(tr.x.device.type, enabled=config.precision == "fp16")
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
             net.train()
-            order = torch.randperm(n, generator=generator).to(tr.x.device)
+            order = epoch_order(n, epoch, config.shuffle, generator).to(tr.x.device)
             total = torch.zeros((), device=tr.x.device)
             steps = 0
             for start in range(0, n, config.batch_size):
@@ -329,9 +354,11 @@ def _fit(
                         pred = net.forward_prepared(tr.x[idx])
                     loss = criterion(pred.float(), tr.y[idx], tr.mask[idx])
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                 total += loss.detach()
                 steps += 1
             lr = optimizer.param_groups[0]["lr"]
@@ -345,6 +372,8 @@ def _fit(
             }
             if va is not None:
                 record.update(_validate(net, criterion, va))
+                if config.val_loss == "batches":
+                    record["val_loss"] = _batch_mean_loss(net, criterion, va, config.batch_size, autocast)
             record["sigmas"] = criterion.sigmas()
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
@@ -367,6 +396,37 @@ def _fit(
         if log_file:
             log_file.close()
     return history, (best_epoch or len(history)), best_state
+
+
+def epoch_order(n: int, epoch: int, shuffle: str, generator: torch.Generator) -> torch.Tensor:
+    """Row order of one epoch: the next draw of ``generator``, or (``sampler``) what the
+    official script's DistributedSampler (one replica, seed 0, ``set_epoch(epoch)``) yields."""
+    if shuffle == "sampler":
+        generator = torch.Generator().manual_seed(epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=devices.torch_dtype(precision))
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _batch_mean_loss(
+    net: ApexNet, criterion: MultiTaskLoss, va: _Tensors, batch_size: int, autocast: Any
+) -> float:
+    """The official early-stopping criterion: the mean over validation batches (in order, rows
+    as trained) of each batch's loss, predicted under the training autocast."""
+    was = net.training
+    net.eval()
+    losses = []
+    for s in range(0, len(va.x), batch_size):
+        with autocast:
+            pred = net.forward_prepared(va.x[s : s + batch_size])
+        losses.append(criterion(pred.float(), va.y[s : s + batch_size], va.mask[s : s + batch_size]))
+    net.train(was)
+    return float(torch.stack(losses).mean())
 
 
 @torch.no_grad()
@@ -560,6 +620,7 @@ __all__ = [
     "MultiTaskLoss",
     "TrainConfig",
     "TrainResult",
+    "dataset_split",
     "evaluate_model",
     "predict_dataset",
     "save_training_outputs",
