@@ -1,8 +1,9 @@
-"""Training, evaluation and the experiment grid.
+"""Training and evaluation.
 
-The recipe is the published one (DESIGN.md), as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
-weight decay 1e-4), batch 512, 50 epochs, cosine schedule, gradient clipping at 1.0, early
-stopping with patience 20 on the validation loss, seed 42; losses ``equal``, ``weighted``
+:class:`TrainConfig` defaults are our recipe; :mod:`apexmusic.recipes` also names the official
+script's (``paper``). Both: AdamW (lr 1e-4, weight decay 1e-4), batch 512, 50 epochs, cosine
+schedule, gradient clipping at 1.0, early stopping with patience 20 on a validation loss, seed
+42; losses ``equal``, ``weighted``
 (popularity 5 : aesthetics 1) or ``uncertainty`` (per task ``L/(2σ²) + log σ``, ``log σ``
 learned from 0). Every per-task MSE is masked, so a song lacking some labels still trains
 the heads it has labels for.
