@@ -277,12 +277,18 @@ def threads_case(args: argparse.Namespace) -> None:
             seconds = timed_child("grid", **kw)
             grid_times[name] = min(grid_times.get(name, math.inf), seconds)
             print(f"  grid repeat {repeat + 1}: {name}: {seconds:.1f} s (load {load()})", flush=True)
+    if not grid_times:
+        return big_case(args, cores)
     new, old = grid_times.values()
     print(
         f"\n24-condition grid on {SMALL_SONGS} songs: default {new:.1f} s, old way {old:.1f} s, "
         f"speed-up {old / new:.2f}x (target >= 2), load average {load()}"
     )
 
+    big_case(args, cores)
+
+
+def big_case(args: argparse.Namespace, cores: int) -> None:
     if args.songs:
         x, y = simulate(args.songs)
         split = split_of(args.songs)
@@ -320,7 +326,7 @@ def main() -> None:
     parser.add_argument("--child", choices=["small", "grid"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-plain", action="store_true", help="time only apexmusic's trainer")
     parser.add_argument("--repeats", type=int, default=2, help="round-robin repeats; the best time counts")
-    parser.add_argument("--grid-repeats", type=int, default=1)
+    parser.add_argument("--grid-repeats", type=int, default=1, help="threads case: 0 skips the grid")
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.threads, args.workers)

@@ -17,6 +17,7 @@ changes. An explicit thread count (``--threads``) overrides both.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import statistics
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,14 @@ def step_flops(n_params: int, rows: int, backward: bool = True) -> float:
     return (6.0 if backward else 2.0) * n_params * rows
 
 
-def candidate_threads(flops_per_step: float, steps: int, requested: int | None = None) -> tuple[int, ...]:
-    """Thread counts to use: one fixed count, or ``(1, n)`` for :class:`ThreadTuner` to time."""
+def candidate_threads(
+    flops_per_step: float, steps: int, requested: int | None = None, most: int | None = None
+) -> tuple[int, ...]:
+    """Thread counts to use: one fixed count, or ``(1, most)`` for :class:`ThreadTuner` to time
+    (``most`` defaults to :func:`max_threads`)."""
     if requested:
         return (int(requested),)
-    most = max_threads()
+    most = most or max_threads()
     if most == 1 or flops_per_step < SMALL_STEP_FLOPS or steps < MIN_TUNED_STEPS:
         return (1,)
     return (1, most)
@@ -94,12 +99,18 @@ def torch_threads(n: int) -> Iterator[None]:
         _set_torch_threads(before)
 
 
+@functools.cache
+def _controller() -> Any:
+    import scipy.stats  # noqa: F401  (loads scipy's BLAS, so that it is found too)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # finds the loaded pools once (~10 ms), not per call
+
+
 @contextmanager
 def limit_threads(n: int) -> Iterator[None]:
     """``n`` threads for torch and for the BLAS/OpenMP pools numpy and scipy use."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(n), torch_threads(n):
+    with _controller().limit(limits=n), torch_threads(n):
         yield
 
 

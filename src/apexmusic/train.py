@@ -196,6 +196,20 @@ def train(
     also appended to ``log_path`` as one JSON line.
     """
     config = config or TrainConfig()
+    most = config.threads or threads.max_threads()
+    # Preparation is small work: one thread, so no kernel waits on a core another job holds.
+    with threads.limit_threads(config.threads or 1):
+        return _train(dataset, config, log_path, on_progress, split, most)
+
+
+def _train(
+    dataset: Dataset,
+    config: TrainConfig,
+    log_path: str | Path | None,
+    on_progress: ProgressFn | None,
+    split: Split | None,
+    most_threads: int,
+) -> TrainResult:
     started = time.perf_counter()
     tasks = config.tasks
     if dataset.tasks != tasks:
@@ -222,7 +236,7 @@ def train(
         raise DataError("--mode segment needs per-segment vectors: load the store with segments")
 
     train_raw = _inputs(dataset, split.train, config.mode)
-    tuner = threads.ThreadTuner(_thread_candidates(net, len(train_raw[0]), config, device))
+    tuner = threads.ThreadTuner(_thread_candidates(net, len(train_raw[0]), config, device, most_threads))
     if config.standardize:
         fit_standardisation(net, train_raw[0])
     tr = _tensors(net, dataset, split.train, config.mode, device, raw=train_raw)
@@ -300,13 +314,15 @@ def dataset_split(dataset: Dataset, config: TrainConfig) -> Split:
     )
 
 
-def _thread_candidates(net: ApexNet, rows: int, config: TrainConfig, device: torch.device) -> tuple[int, ...]:
+def _thread_candidates(
+    net: ApexNet, rows: int, config: TrainConfig, device: torch.device, most: int
+) -> tuple[int, ...]:
     if device.type != "cpu":  # the host only launches kernels
-        return (config.threads or torch.get_num_threads(),)
+        return (most,)
     n_params = sum(p.numel() for p in net.parameters())
     batch = min(config.batch_size, rows)
     steps = math.ceil(rows / config.batch_size) * config.epochs
-    return threads.candidate_threads(threads.step_flops(n_params, batch), steps, config.threads)
+    return threads.candidate_threads(threads.step_flops(n_params, batch), steps, config.threads, most)
 
 
 def _fit(
