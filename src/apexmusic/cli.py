@@ -298,7 +298,7 @@ def _add_threads_arg(p) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads (default: one for small work; big work times 1 against all cores and "
+        help="CPU threads (default: one for small work; big work times 1, half and all cores and "
         "keeps the faster, re-checking as the load changes)",
     )
 

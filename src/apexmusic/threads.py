@@ -11,8 +11,8 @@ Measured on this project's 2-core machine (docs/training.md, benchmarks/bench_tr
 
 So work under :data:`SMALL_STEP_FLOPS` per step runs single-threaded: little to win when the
 machine is idle, a collapse to avoid when it is not. Bigger work is timed: :class:`ThreadTuner`
-runs a few real steps with one thread and with all, keeps the faster, and re-checks as the load
-changes. An explicit thread count (``--threads``) overrides both.
+runs a few real steps with one thread, half the cores and all of them, keeps the fastest, and
+re-checks as the load changes. An explicit thread count (``--threads``) overrides both.
 """
 
 from __future__ import annotations
@@ -62,14 +62,14 @@ def step_flops(n_params: int, rows: int, backward: bool = True) -> float:
 def candidate_threads(
     flops_per_step: float, steps: int, requested: int | None = None, most: int | None = None
 ) -> tuple[int, ...]:
-    """Thread counts to use: one fixed count, or ``(1, most)`` for :class:`ThreadTuner` to time
-    (``most`` defaults to :func:`max_threads`)."""
+    """Thread counts to use: one fixed count, or ``(1, most // 2, most)`` for :class:`ThreadTuner`
+    to time (``most`` defaults to :func:`max_threads`; half of it fits beside other jobs)."""
     if requested:
         return (int(requested),)
     most = most or max_threads()
     if most == 1 or flops_per_step < SMALL_STEP_FLOPS or steps < MIN_TUNED_STEPS:
         return (1,)
-    return (1, most)
+    return tuple(sorted({1, most // 2, most} - {0}))
 
 
 def inference_threads(total_flops: float, requested: int | None = None) -> int:

@@ -11,7 +11,7 @@ the heads it has labels for.
 Speed: the whole training set lives in one tensor, standardised (and, for fixed layer mixes,
 mixed) once; batches are index lookups into it, never a DataLoader; the seven branches run
 fused (:class:`apexmusic.model.FusedHead`); the loop never synchronises per step. Thread counts
-follow :mod:`apexmusic.threads`: small heads train single-threaded, big ones time 1 against all
+follow :mod:`apexmusic.threads`: small heads train single-threaded, big ones time 1, half and all
 threads as they go.
 """
 
