@@ -183,11 +183,10 @@ class ThreadTuner:
 
     def _choose(self) -> None:
         chosen = min(self._results, key=self._results.get)
-        if chosen == self.current:
+        if chosen == self.current:  # the choice holds: look again later
             self._interval = min(self._interval * 2, MAX_RECHECK_SECONDS)
         else:
             self._interval = self._base_interval
-        if chosen != self.current:
             self.switches += 1
         log.info(
             "threads: %d (%s per 1000 rows)",
