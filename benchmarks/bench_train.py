@@ -238,6 +238,8 @@ def threads_case(args: argparse.Namespace) -> None:
         "OMP_NUM_THREADS=1": {"env": {"OMP_NUM_THREADS": "1"}},
         f"--threads {cores} (old default)": {"threads": cores},
     }
+    if args.skip_old:
+        small.popitem()
     times: dict[tuple[str, bool], float] = {}
     for repeat in range(args.repeats):
         for busy in (False, True):
@@ -325,6 +327,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["small", "grid"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-plain", action="store_true", help="time only apexmusic's trainer")
+    parser.add_argument("--skip-old", action="store_true", help="threads case: no old-default small rows")
     parser.add_argument("--repeats", type=int, default=2, help="round-robin repeats; the best time counts")
     parser.add_argument("--grid-repeats", type=int, default=1, help="threads case: 0 skips the grid")
     args = parser.parse_args()
