@@ -1,4 +1,6 @@
-"""Training throughput: apexmusic's trainer vs a plain per-head PyTorch loop.
+"""Training throughput: apexmusic's trainer vs a plain per-head PyTorch loop, and its thread policy.
+
+``--case published`` (the default):
 
 Both train the full published configuration (7 tasks, 2 shared layers, uncertainty loss,
 AdamW lr 1e-4 / wd 1e-4, batch 512, cosine schedule, clip 1.0, per-epoch validation) on the
@@ -10,13 +12,30 @@ masks come from different random streams, so they are not bit-identical).
 The plain loop is how the reference-style code is written: ``TensorDataset`` + ``DataLoader``
 (shuffle, batch 512), the per-head module layout, a Python loop over the task losses.
 
+``--case threads``: the thread and process policy (apexmusic.threads) on a small and a big problem,
+each comparison interleaved in one run (the machine is shared, so only ratios within a run count):
+
+* small data: 1,200 simulated songs of 109-d handcrafted-like vectors (960 train; 8 epochs,
+  batch 64, lr 1e-3), each run a fresh process: the default policy, ``OMP_NUM_THREADS=1``, and
+  ``--threads <cores>`` (the old default), on the quiet machine and with one busy core (a Python
+  busy loop this benchmark starts and stops);
+* the 24-condition grid on the same songs: default (processes side by side) vs the old way
+  (``--workers 1 --threads <cores>``);
+* big data: ``--songs`` simulated 768-d songs (bf16), default policy vs ``--threads <cores>``.
+
 Run: ``flock /tmp/apexmusic-bench.lock python benchmarks/bench_train.py [--songs N] [--epochs E]``
+``flock /tmp/apexmusic-bench.lock python benchmarks/bench_train.py --case threads --songs 211000 --epochs 1``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -56,16 +75,23 @@ def split_of(n: int, seed: int = 42) -> Split:
     )
 
 
-def run_ours(
-    x: np.ndarray, y: np.ndarray, split: Split, epochs: int, precision: str = "fp32"
-) -> tuple[float, np.ndarray]:
+def sim_dataset(x: np.ndarray, y: np.ndarray, n_segments: int = 0, seed: int = 0) -> Dataset:
+    """A dataset of song vectors ``x``; with ``n_segments``, noisy segment vectors around them."""
     n = len(x)
+    segments = weights = None
+    if n_segments:
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal((n, n_segments, 1, x.shape[1]), dtype=np.float32)
+        segments = list(x[:, None, None, :] + noise - noise.mean(1, keepdims=True))
+        weights = [np.full(n_segments, 30.0, np.float32)] * n
     store = StoreData(
         ids=[str(i) for i in range(n)],
         paths=[""] * n,
         layers=x[:, None, :],
         duration_s=np.zeros(n),
         spec=EmbeddingSpec(encoder="sim", n_layers=1, dim=x.shape[1], sample_rate=1),
+        segments=segments,
+        segment_weights=weights,
     )
     labels = LabelTable(
         ids=store.ids,
@@ -74,9 +100,25 @@ def run_ours(
         creator=np.full(n, None, object),
         created_at=np.full(n, np.nan),
     )
-    dataset = Dataset(store, labels, ALL_TASKS)
+    return Dataset(store, labels, ALL_TASKS)
+
+
+def run_ours(
+    x: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    epochs: int,
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> tuple[float, np.ndarray]:
+    dataset = sim_dataset(x, y)
     config = TrainConfig(
-        epochs=epochs, n_boot=0, device="cpu", patience=PUBLISHED_EPOCHS, precision=precision
+        epochs=epochs,
+        n_boot=0,
+        device="cpu",
+        patience=PUBLISHED_EPOCHS,
+        precision=precision,
+        threads=threads,
     )
     t0 = time.perf_counter()
     result = train(dataset, config, split=split)
@@ -136,15 +178,164 @@ def run_plain(
     return seconds, rho
 
 
+# ---- --case threads ---------------------------------------------------------------------------
+
+SMALL_SONGS, SMALL_DIM = 1200, 109
+SMALL_RECIPE = dict(epochs=8, batch_size=64, lr=1e-3, patience=100, device="cpu")
+
+
+def child(kind: str, threads: int | None, workers: int | None) -> None:
+    """One timed run in this (fresh) process; prints its seconds as JSON."""
+    x, y = simulate(SMALL_SONGS, SMALL_DIM, seed=1)
+    if kind == "small":
+        dataset = sim_dataset(x, y)
+        t0 = time.perf_counter()
+        result = train(dataset, TrainConfig(**SMALL_RECIPE, threads=threads))
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"seconds": seconds, "threads": result.history[-1]["threads"]}))
+        return
+    from apexmusic.grid import run_grid
+
+    dataset = sim_dataset(x, y, n_segments=3)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        run_grid(dataset, TrainConfig(**SMALL_RECIPE, threads=threads, n_boot=200), out, workers=workers)
+        print(json.dumps({"seconds": time.perf_counter() - t0}))
+
+
+def timed_child(
+    kind: str, threads: int | None = None, workers: int | None = None, env: dict | None = None
+) -> float:
+    cmd = [sys.executable, __file__, "--child", kind]
+    cmd += ["--threads", str(threads)] if threads else []
+    cmd += ["--workers", str(workers)] if workers else []
+    done = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+
+class BusyCore:
+    """Another process keeping one core busy (a pure-Python loop), for as long as the block runs."""
+
+    def __enter__(self) -> BusyCore:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def threads_case(args: argparse.Namespace) -> None:
+    cores = len(os.sched_getaffinity(0))
+    print(f"{cores} cores, torch {torch.__version__}, load average {load()} at start")
+    small = {
+        "default policy": {},
+        "OMP_NUM_THREADS=1": {"env": {"OMP_NUM_THREADS": "1"}},
+        f"--threads {cores} (old default)": {"threads": cores},
+    }
+    if args.skip_old:
+        small.popitem()
+    times: dict[tuple[str, bool], float] = {}
+    for repeat in range(args.repeats):
+        for busy in (False, True):
+            with BusyCore() if busy else _nothing():
+                for name, kw in small.items():
+                    seconds = timed_child("small", **kw)
+                    key = (name, busy)
+                    times[key] = min(times.get(key, math.inf), seconds)
+                    print(
+                        f"  small repeat {repeat + 1} {'busy' if busy else 'quiet'}: {name}: {seconds:.2f} s "
+                        f"(load {load()})",
+                        flush=True,
+                    )
+    print(
+        f"\nSmall data ({SMALL_SONGS} songs x {SMALL_DIM}-d, 8 epochs, batch 64), best of {args.repeats}, "
+        f"load average {load()}:\n"
+    )
+    print("| run | quiet | one busy core | busy / quiet |")
+    print("|---|---:|---:|---:|")
+    for name in small:
+        q, b = times[(name, False)], times[(name, True)]
+        print(f"| {name} | {q:.2f} s | {b:.2f} s | {b / q:.2f}x |")
+    d, one = "default policy", "OMP_NUM_THREADS=1"
+    print(
+        f"\nbusy default / quiet default = {times[(d, True)] / times[(d, False)]:.2f} (target <= 1.5)\n"
+        f"busy default / busy {one} = {times[(d, True)] / times[(one, True)]:.2f} (target <= 1.3)\n"
+        f"quiet default / quiet {one} = {times[(d, False)] / times[(one, False)]:.2f} (target <= 1.1)"
+    )
+
+    grid = {
+        "default (processes side by side)": {},
+        f"--workers 1 --threads {cores} (old)": {"workers": 1, "threads": cores},
+    }
+    grid_times: dict[str, float] = {}
+    for repeat in range(args.grid_repeats):
+        for name, kw in grid.items():
+            seconds = timed_child("grid", **kw)
+            grid_times[name] = min(grid_times.get(name, math.inf), seconds)
+            print(f"  grid repeat {repeat + 1}: {name}: {seconds:.1f} s (load {load()})", flush=True)
+    if not grid_times:
+        return big_case(args, cores)
+    new, old = grid_times.values()
+    print(
+        f"\n24-condition grid on {SMALL_SONGS} songs: default {new:.1f} s, old way {old:.1f} s, "
+        f"speed-up {old / new:.2f}x (target >= 2), load average {load()}"
+    )
+
+    big_case(args, cores)
+
+
+def big_case(args: argparse.Namespace, cores: int) -> None:
+    if args.songs:
+        x, y = simulate(args.songs)
+        split = split_of(args.songs)
+        big = {"default policy": None, f"--threads {cores} (old default)": cores}
+        big_times: dict[str, float] = {}
+        for repeat in range(args.repeats):
+            for name, n in big.items():
+                seconds, _ = run_ours(x, y, split, args.epochs, precision="bf16", threads=n)
+                big_times[name] = min(big_times.get(name, math.inf), seconds)
+                print(f"  big repeat {repeat + 1}: {name}: {seconds:.1f} s (load {load()})", flush=True)
+        rows = len(split.train) * args.epochs
+        print(
+            f"\n{args.songs} songs x 768-d, bf16, {args.epochs} epoch(s), best of {args.repeats}, "
+            f"load {load()}:"
+        )
+        for name, seconds in big_times.items():
+            print(f"  {name}: {rows / seconds:,.0f} songs/s (train() incl. validation and test)")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", default="published", choices=["published", "threads"])
     parser.add_argument("--songs", type=int, default=211_000)
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per trainer (projected to 50)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="published case: torch threads (default 2)")
+    parser.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["small", "grid"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-plain", action="store_true", help="time only apexmusic's trainer")
+    parser.add_argument("--skip-old", action="store_true", help="threads case: no old-default small rows")
     parser.add_argument("--repeats", type=int, default=2, help="round-robin repeats; the best time counts")
+    parser.add_argument("--grid-repeats", type=int, default=1, help="threads case: 0 skips the grid")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args.child, args.threads, args.workers)
+    if args.case == "threads":
+        return threads_case(args)
+    torch.set_num_threads(args.threads or 2)
     x, y = simulate(args.songs)
     split = split_of(args.songs)
     n_train = len(split.train)
@@ -152,10 +343,11 @@ def main() -> None:
         f"{args.songs} simulated 768-d songs ({n_train} train), {args.epochs} epochs each, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
+    fixed = torch.get_num_threads()
     trainers = [
         ("plain per-head loop (fp32)", run_plain),
-        ("apexmusic train() fp32", run_ours),
-        ("apexmusic train() --precision bf16", lambda *a: run_ours(*a, precision="bf16")),
+        ("apexmusic train() fp32", lambda *a: run_ours(*a, threads=fixed)),
+        ("apexmusic train() --precision bf16", lambda *a: run_ours(*a, precision="bf16", threads=fixed)),
     ]
     if args.skip_plain:
         trainers = trainers[1:]

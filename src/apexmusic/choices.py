@@ -10,8 +10,13 @@ from __future__ import annotations
 LOSSES = ("equal", "weighted", "uncertainty")  # how the per-task losses combine in training
 POOLINGS = ("song", "segment")  # a model's training mode, which is also its inference pooling rule
 MIXINGS = ("reference", "mean", "learned")  # how stored hidden states become one vector
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # the trainer's arithmetic (fp16 is for encoders only)
-SPLITS = ("random", "creator", "time")  # how songs are split into train / validation / test
+TRAIN_PRECISIONS = (
+    "auto",
+    "fp32",
+    "bf16",
+    "fp16",
+)  # the trainer's arithmetic (fp16: autocast + GradScaler, the paper recipe)
+SPLITS = ("random", "creator", "time", "given")  # how songs are split into train / validation / test
 COHORTS = ("none", "week", "month")  # popularity percentiles within creation-time cohorts
 LABEL_PRESETS = ("auto", "suno", "udio", "plain", "songeval")  # labels-file column mappings
 ARENA_SUBSETS = ("all", "instrumental", "vocal")  # official Music Arena boards

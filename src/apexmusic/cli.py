@@ -407,6 +407,8 @@ def _add_training_args(p, grid: bool = False) -> None:
     def recipe(*flags, **kwargs) -> None:
         _default_from(p.add_argument(*flags, default=None, **kwargs), "apexmusic.train:TrainConfig")
 
+    from apexmusic.recipes import RECIPES
+
     p.add_argument("--embeddings", required=True, help="embedding store folder (apexmusic embed --out)")
     p.add_argument(
         "--labels",
@@ -427,8 +429,18 @@ def _add_training_args(p, grid: bool = False) -> None:
         recipe("--loss", choices=LOSSES, help="how the per-task losses combine")
         recipe("--shared", type=int, choices=(2, 3), help="shared trunk layers")
         recipe("--mode", choices=POOLINGS, help="train on song vectors or on segment vectors")
+    p.add_argument(
+        "--recipe",
+        default="ours",
+        choices=list(RECIPES),
+        help="; ".join(f"{r.name}: {r.summary}" for r in RECIPES.values()) + " (docs/training.md)",
+    )
     recipe("--mixing", choices=MIXINGS, help="how stored hidden states become one vector")
-    recipe("--split", choices=SPLITS, help="how songs are split into train / validation / test")
+    recipe(
+        "--split",
+        choices=SPLITS,
+        help="how songs are split into train / validation / test (given: the labels' `split` column)",
+    )
     recipe("--val-fraction", type=float, help="share of songs held out for validation")
     recipe("--test-fraction", type=float, help="share of songs held out for the test")
     recipe("--epochs", type=int, help="training epochs")
@@ -442,9 +454,18 @@ def _add_training_args(p, grid: bool = False) -> None:
         "--precision",
         choices=TRAIN_PRECISIONS,
         help="auto: bf16 matmuls where the hardware runs them natively (AVX512-BF16/AMX CPUs, GPUs), "
-        "else fp32; fp32 is the paper's arithmetic exactly",
+        "else fp32; fp16: float16 autocast with loss scaling, as the official script on CUDA",
     )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
+    _add_threads_arg(p)
+    if grid:
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="conditions trained side by side, one process each (default: one per core when "
+            "every condition is small work, else 1)",
+        )
     p.add_argument(
         "--allow-small",
         action="store_true",
@@ -477,7 +498,18 @@ def _add_strict(p) -> None:
     )
 
 
+def _add_threads_arg(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: one for small work; big work times 1, half and all cores and "
+        "keeps the faster, re-checking as the load changes)",
+    )
+
+
 def _train_config(args, **overrides):
+    from apexmusic.recipes import recipe_values
     from apexmusic.train import TrainConfig
 
     values = dict(
@@ -493,16 +525,15 @@ def _train_config(args, **overrides):
         seed=args.seed,
         device=args.device,
         precision=args.precision,
-        standardize=not args.no_standardize,
+        standardize=False if args.no_standardize else None,
         n_boot=args.n_boot,
         allow_small=args.allow_small,
+        threads=args.threads,
     )
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
             values[key] = getattr(args, key)
-    values = {key: value for key, value in values.items() if value is not None}  # None: recipe default
-    values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig(**recipe_values(args.recipe, **values, **overrides), recipe=args.recipe)
 
 
 def _popularity_config(args):
@@ -594,6 +625,7 @@ def _add_evaluate(sub):
         choices=COHORTS,
         help="popularity percentiles within cohorts (default: the model's training value)",
     )
+    _add_threads_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
 
 
@@ -619,7 +651,7 @@ def _cmd_evaluate(args) -> int:
         with_segments=model.pooling == "segment",
         strict=args.strict,
     )
-    evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
+    evaluation = evaluate_model(model, dataset, n_boot=args.n_boot, n_threads=args.threads)
     path = write_evaluation(evaluation, args.out)
     print(f"{len(dataset)} songs evaluated -> {path}")
     for task, m in evaluation.metrics.items():
@@ -646,7 +678,7 @@ def _add_grid(sub):
 
 def _cmd_grid(args) -> int:
     from apexmusic.data import load_dataset
-    from apexmusic.train import run_grid
+    from apexmusic.grid import run_grid
 
     base = _train_config(args)
     dataset = load_dataset(
@@ -659,7 +691,9 @@ def _cmd_grid(args) -> int:
         strict=args.strict,
     )
     with _progress_bar(24, "grid", unit="condition") as bar:
-        rows = run_grid(dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1))
+        rows = run_grid(
+            dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1), workers=args.workers
+        )
     print(f"{len(rows)} conditions -> {args.out}/grid.csv, {args.out}/grid.md")
     return EXIT_OK
 

@@ -34,6 +34,8 @@ from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
 
 log = logging.getLogger(__name__)
 
+SPLIT_COLUMN = "split"  # `--split given`: train | val | test per song, e.g. a published split
+
 __all__ = [
     "SPLITS",
     "ColumnMap",
@@ -45,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_labels",
     "merge_labels",
+    "given_split",
     "split_indices",
 ]
 
@@ -276,7 +279,7 @@ def table_labels(
     path_col = pick(cmap.path)
     if path_col:
         extra["path"] = np.array([str(r.get(path_col) or "") for r in records], dtype=object)
-    for name in cmap.keep:
+    for name in (*cmap.keep, SPLIT_COLUMN):
         col = pick((name,))
         if col:
             extra[name] = np.array([_cell(r.get(col)) for r in records], dtype=object)
@@ -534,3 +537,17 @@ def _check_unique_ids(ids: list[str]) -> None:
     dup = [i for i, c in Counter(ids).items() if c > 1]
     if dup:
         raise DataError(f"{len(dup)} ids appear more than once in the labels, e.g. {dup[:3]}")
+
+
+def given_split(labels: LabelTable) -> Split:
+    """The split the labels name in their ``split`` column (``train``, ``val`` or ``test``)."""
+    column = labels.extra.get(SPLIT_COLUMN)
+    if column is None:
+        raise ConfigError(f"--split given needs a {SPLIT_COLUMN!r} column (train / val / test) in the labels")
+    names = np.array([str(v).strip().lower() if v is not None else "" for v in column], dtype=object)
+    aliases = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    unknown = sorted({v for v in names if v not in aliases})
+    if unknown:
+        raise DataError(f"{SPLIT_COLUMN!r} column: values {unknown[:5]} are not train / val / test")
+    part = np.array([aliases[v] for v in names], dtype=object)
+    return Split(*(np.flatnonzero(part == name) for name in ("train", "val", "test")))

@@ -279,7 +279,6 @@ def _load_dataset(corpus, store_dir: Path):
 def _train(
     dataset, config: DemoConfig, task: str, log_path: Path, progress: ProgressFn, stage: str, split=None
 ):
-    from apexmusic.predict import torch_threads
     from apexmusic.train import TrainConfig, train
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,14 +299,13 @@ def _train(
         n_boot=config.n_boot,
         simulated=True,
     )
-    with torch_threads(1):  # a small MLP: extra threads only contend (badly, on a busy machine)
-        result = train(
-            dataset,
-            train_config,
-            log_path=log_path,
-            split=split,
-            on_progress=lambda r: progress(stage, r["epoch"], r["epochs"]),
-        )
+    result = train(  # a small MLP: the thread policy trains it single-threaded
+        dataset,
+        train_config,
+        log_path=log_path,
+        split=split,
+        on_progress=lambda r: progress(stage, r["epoch"], r["epochs"]),
+    )
     progress(stage, train_config.epochs, train_config.epochs)
     return result
 

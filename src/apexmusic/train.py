@@ -1,22 +1,23 @@
-"""Training, evaluation and the experiment grid.
+"""Training and evaluation.
 
-The recipe is the published one, as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
-weight decay 1e-4), batch 512, 50 epochs, cosine schedule, gradient clipping at 1.0, early
-stopping with patience 20 on the validation loss, seed 42; losses ``equal``, ``weighted``
+:class:`TrainConfig` defaults are our recipe; :mod:`apexmusic.recipes` also names the official
+script's (``paper``). Both: AdamW (lr 1e-4, weight decay 1e-4), batch 512, 50 epochs, cosine
+schedule, gradient clipping at 1.0, early stopping with patience 20 on a validation loss, seed
+42; losses ``equal``, ``weighted``
 (popularity 5 : aesthetics 1) or ``uncertainty`` (per task ``L/(2σ²) + log σ``, ``log σ``
 learned from 0). Every per-task MSE is masked, so a song lacking some labels still trains
 the heads it has labels for.
 
 Speed: the whole training set lives in one tensor, standardised (and, for fixed layer mixes,
 mixed) once; batches are index lookups into it, never a DataLoader; the seven branches run
-fused (:class:`apexmusic.model.FusedHead`); the loop never synchronises per step.
+fused (:class:`apexmusic.model.FusedHead`); the loop never synchronises per step. Thread counts
+follow :mod:`apexmusic.threads`: small heads train single-threaded, big ones time 1, half and all
+threads as they go.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import itertools
 import json
 import logging
 import math
@@ -30,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from apexmusic import devices
+from apexmusic import devices, threads
 from apexmusic.choices import LOSSES, MIXINGS, TRAIN_PRECISIONS
-from apexmusic.data import Dataset
+from apexmusic.data import Dataset, given_split
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
 from apexmusic.model import (
@@ -58,7 +59,10 @@ MODES = POOLINGS  # the training mode is the model's inference pooling rule
 
 @dataclass
 class TrainConfig:
-    """The published training recipe; every field is a CLI flag."""
+    """apexmusic's training recipe (``--recipe ours``); every field is a CLI flag.
+
+    :mod:`apexmusic.recipes` names other sets of values (``paper``: the official script's).
+    """
 
     task: str = "full"  # full | popularity
     loss: str = "uncertainty"  # equal | weighted | uncertainty (the best published)
@@ -72,20 +76,30 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 20
     seed: int = 42
-    split: str = "random"  # random | creator | time
+    split: str = "random"  # random | creator | time | given (the labels' split column)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     device: str = "auto"
-    # auto | fp32 | bf16. bf16 autocasts the matmuls: on CPUs with AVX512-BF16/AMX it is what
-    # brings 50 epochs on 211k songs under 5 minutes, with held-out metrics equal to fp32 within
-    # 0.004 Spearman (benchmarks/bench_train.py). `auto` picks it where the hardware has it;
-    # `fp32` is the paper's arithmetic exactly.
+    # auto | fp32 | bf16 | fp16. bf16 autocasts the matmuls: on CPUs with AVX512-BF16/AMX it is
+    # what brings 50 epochs on 211k songs under 5 minutes, with held-out metrics equal to fp32
+    # within 0.004 Spearman (benchmarks/bench_train.py); `auto` picks it where the hardware has
+    # it. fp16 autocasts to float16 with GradScaler loss scaling, as the official script does on
+    # CUDA (on CPU, torch's CPU autocast: its op lists differ from CUDA's).
     precision: str = "auto"
     standardize: bool = True
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
     allow_small: bool = False  # train on splits below the trust minimums (apexmusic.trust.basis)
     simulated: bool = False  # the training songs are simulated (the demo): recorded as provenance
+    threads: int | None = None  # CPU threads; None: apexmusic.threads picks (and re-checks)
+    recipe: str = "ours"  # the apexmusic.recipes name these values came from (recorded)
+    decay_sigmas: bool = False  # weight decay on the uncertainty loss's log σ too (the official script)
+    # set: the objective on the whole validation split | batches: the mean of per-batch losses in
+    # order, rows as trained (the official script's early-stopping criterion)
+    val_loss: str = "set"
+    # generator: one stream seeded with `seed` | sampler: each epoch torch.randperm seeded with the
+    # epoch number (the official DistributedSampler on one GPU)
+    shuffle: str = "generator"
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -107,6 +121,10 @@ class TrainConfig:
             raise ConfigError(
                 "weight decay >= 0, grad clip > 0, popularity weight > 0 and n_boot >= 0 are required"
             )
+        if self.val_loss not in ("set", "batches") or self.shuffle not in ("generator", "sampler"):
+            raise ConfigError("val_loss must be set or batches, shuffle generator or sampler")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, not {self.threads}")
         SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
 
     @property
@@ -183,8 +201,10 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def training_precision(precision: str, device: torch.device) -> str:
-    """Resolve ``auto``: bf16 where the hardware runs it natively, else fp32 (no fp16 training:
-    it would need loss scaling)."""
+    """Resolve ``auto``: bf16 where the hardware runs it natively, else fp32 (fp16, with loss
+    scaling, only when asked for)."""
+    if precision == "fp16":
+        return "fp16"
     resolved = devices.resolve_precision(precision, str(device))
     return "bf16" if resolved == "bf16" else "fp32"
 
@@ -202,13 +222,27 @@ def train(
     also appended to ``log_path`` as one JSON line.
     """
     config = config or TrainConfig()
+    most = config.threads or threads.max_threads()
+    # Preparation is small work: one thread, so no kernel waits on a core another job holds.
+    with threads.limit_threads(config.threads or 1):
+        return _train(dataset, config, log_path, on_progress, split, most)
+
+
+def _train(
+    dataset: Dataset,
+    config: TrainConfig,
+    log_path: str | Path | None,
+    on_progress: ProgressFn | None,
+    split: Split | None,
+    most_threads: int,
+) -> TrainResult:
     started = time.perf_counter()
     tasks = config.tasks
     if dataset.tasks != tasks:
         dataset = replace(dataset, tasks=tasks)
     device = resolve_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
-    split = split or dataset.split(config.split_config())
+    split = split or dataset_split(dataset, config)
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
@@ -229,12 +263,14 @@ def train(
         raise DataError("--mode segment needs per-segment vectors: load the store with segments")
 
     train_raw = _inputs(dataset, split.train, config.mode)
+    tuner = threads.ThreadTuner(_thread_candidates(net, len(train_raw[0]), config, device, most_threads))
     if config.standardize:
         fit_standardisation(net, train_raw[0])
     tr = _tensors(net, dataset, split.train, config.mode, device, raw=train_raw)
     va = _tensors(net, dataset, split.val, config.mode, device) if len(split.val) else None
     criterion = MultiTaskLoss(config.loss, tasks, config.popularity_weight).to(device)
-    history, best_epoch, best_state = _fit(net, criterion, tr, va, config, log_path, on_progress)
+    with threads.limit_threads(max(tuner.candidates)):
+        history, best_epoch, best_state = _fit(net, criterion, tr, va, config, tuner, log_path, on_progress)
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -242,17 +278,18 @@ def train(
     evaluation, test_pred = None, None
     if len(split.test):
         te = _tensors(net, dataset, split.test, config.mode, device)
-        test_pred = _predict(net, te)
         test_labels = dataset.labels.subset(split.test)
-        evaluation = evaluate_predictions(
-            test_labels.ids,
-            te.song_y,
-            test_pred,
-            tasks,
-            test_labels.platform,
-            n_boot=config.n_boot,
-            seed=config.seed,
-        )
+        with threads.limit_threads(tuner.current):
+            test_pred = _predict(net, te)
+            evaluation = evaluate_predictions(
+                test_labels.ids,
+                te.song_y,
+                test_pred,
+                tasks,
+                test_labels.platform,
+                n_boot=config.n_boot,
+                seed=config.seed,
+            )
     seconds = time.perf_counter() - started
     epochs_run = len(history)
     model = ScoringModel(
@@ -299,20 +336,45 @@ def train(
     )
 
 
+def dataset_split(dataset: Dataset, config: TrainConfig) -> Split:
+    """The train / val / test split ``config`` asks for (``given``: the labels' split column)."""
+    if config.split == "given":
+        return given_split(dataset.labels)
+    return dataset.split(config.split_config())
+
+
+def _thread_candidates(
+    net: ApexNet, rows: int, config: TrainConfig, device: torch.device, most: int
+) -> tuple[int, ...]:
+    if device.type != "cpu":  # the host only launches kernels
+        return (most,)
+    n_params = sum(p.numel() for p in net.parameters())
+    batch = min(config.batch_size, rows)
+    steps = math.ceil(rows / config.batch_size) * config.epochs
+    return threads.candidate_threads(threads.step_flops(n_params, batch), steps, config.threads, most)
+
+
 def _fit(
     net: ApexNet,
     criterion: MultiTaskLoss,
     tr: _Tensors,
     va: _Tensors | None,
     config: TrainConfig,
+    tuner: threads.ThreadTuner,
     log_path: str | Path | None,
     on_progress: ProgressFn | None,
 ) -> tuple[list[dict[str, Any]], int, dict[str, torch.Tensor] | None]:
     decay = [p for p in net.parameters() if p.requires_grad]
     groups = [{"params": decay, "weight_decay": config.weight_decay}]
-    if config.loss == "uncertainty":  # decay would pull every σ towards 1
-        groups.append({"params": list(criterion.parameters()), "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.loss == "uncertainty":  # decay pulls every σ towards 1: ours spares them
+        groups.append(
+            {
+                "params": list(criterion.parameters()),
+                "weight_decay": config.weight_decay * config.decay_sigmas,
+            }
+        )
+    # fused: one kernel per step instead of ~10 per parameter (a fifth of a small step on CPU)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     params = [p for g in groups for p in g["params"]]
     generator = torch.Generator().manual_seed(config.seed)
@@ -320,29 +382,29 @@ def _fit(
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
     n = len(tr.x)
-    autocast = (
-        torch.autocast(tr.x.device.type, dtype=torch.bfloat16)
-        if config.precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    autocast = _autocast(config.precision, tr.x.device)
+    scaler = torch.amp.GradScaler(tr.x.device.type, enabled=config.precision == "fp16")
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
             net.train()
-            order = torch.randperm(n, generator=generator).to(tr.x.device)
+            order = epoch_order(n, epoch, config.shuffle, generator).to(tr.x.device)
             total = torch.zeros((), device=tr.x.device)
             steps = 0
             for start in range(0, n, config.batch_size):
                 idx = order[start : start + config.batch_size]
                 if len(idx) < 2:  # BatchNorm cannot train on one row
                     continue
-                with autocast:
-                    pred = net.forward_prepared(tr.x[idx])
-                loss = criterion(pred.float(), tr.y[idx], tr.mask[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
+                with tuner.step(len(idx)):
+                    with autocast:
+                        pred = net.forward_prepared(tr.x[idx])
+                    loss = criterion(pred.float(), tr.y[idx], tr.mask[idx])
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
                 total += loss.detach()
                 steps += 1
             lr = optimizer.param_groups[0]["lr"]
@@ -352,9 +414,12 @@ def _fit(
                 "epochs": config.epochs,
                 "lr": lr,
                 "train_loss": float(total) / max(steps, 1),
+                "threads": tuner.current,
             }
             if va is not None:
                 record.update(_validate(net, criterion, va))
+                if config.val_loss == "batches":
+                    record["val_loss"] = _batch_mean_loss(net, criterion, va, config.batch_size, autocast)
             record["sigmas"] = criterion.sigmas()
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
@@ -377,6 +442,37 @@ def _fit(
         if log_file:
             log_file.close()
     return history, (best_epoch or len(history)), best_state
+
+
+def epoch_order(n: int, epoch: int, shuffle: str, generator: torch.Generator) -> torch.Tensor:
+    """Row order of one epoch: the next draw of ``generator``, or (``sampler``) what the
+    official script's DistributedSampler (one replica, seed 0, ``set_epoch(epoch)``) yields."""
+    if shuffle == "sampler":
+        generator = torch.Generator().manual_seed(epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=devices.torch_dtype(precision))
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _batch_mean_loss(
+    net: ApexNet, criterion: MultiTaskLoss, va: _Tensors, batch_size: int, autocast: Any
+) -> float:
+    """The official early-stopping criterion: the mean over validation batches (in order, rows
+    as trained) of each batch's loss, predicted under the training autocast."""
+    was = net.training
+    net.eval()
+    losses = []
+    for s in range(0, len(va.x), batch_size):
+        with autocast:
+            pred = net.forward_prepared(va.x[s : s + batch_size])
+        losses.append(criterion(pred.float(), va.y[s : s + batch_size], va.mask[s : s + batch_size]))
+    net.train(was)
+    return float(torch.stack(losses).mean())
 
 
 @torch.no_grad()
@@ -500,107 +596,28 @@ def predict_dataset(model: ScoringModel, dataset: Dataset, batch_size: int = 819
     return score_store_data(model, dataset.store, batch_size=batch_size)
 
 
-def evaluate_model(model: ScoringModel, dataset: Dataset, n_boot: int = 1000, seed: int = 0) -> Evaluation:
-    """Metrics of ``model`` on every labelled song of ``dataset`` (its tasks only)."""
+def evaluate_model(
+    model: ScoringModel, dataset: Dataset, n_boot: int = 1000, seed: int = 0, n_threads: int | None = None
+) -> Evaluation:
+    """Metrics of ``model`` on every labelled song of ``dataset`` (its tasks only); single-threaded
+    for small work unless ``n_threads`` says otherwise (:mod:`apexmusic.threads`)."""
     dataset = replace(dataset, tasks=model.tasks)
-    pred = predict_dataset(model, dataset)
-    return evaluate_predictions(
-        dataset.labels.ids,
-        dataset.targets,
-        pred,
-        model.tasks,
-        dataset.labels.platform,
-        n_boot=n_boot,
-        seed=seed,
+    n_params = sum(p.numel() for p in model.net.parameters())
+    rows = sum(len(s) for s in dataset.store.segments) if model.pooling == "segment" else len(dataset)
+    count = threads.inference_threads(
+        threads.step_flops(n_params, rows or len(dataset), backward=False), n_threads
     )
-
-
-# ---- the experiment grid ---------------------------------------------------------------------
-
-GRID_AXES: dict[str, tuple[Any, ...]] = {
-    "mode": MODES,
-    "task": ("full", "popularity"),
-    "loss": LOSSES,
-    "shared": (2, 3),
-}
-
-
-def grid_conditions() -> list[dict[str, Any]]:
-    """The 24 published conditions: mode × task × loss × shared depth."""
-    keys = list(GRID_AXES)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*GRID_AXES.values())]
-
-
-def run_grid(
-    dataset: Dataset,
-    base: TrainConfig,
-    out_dir: str | Path,
-    on_progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train and test every condition on one shared split; write ``grid.csv`` and ``grid.md``.
-
-    Rows hold the held-out Spearman, Pearson, MAE and R² per task (and means over tasks).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split = dataset.split(base.split_config())
-    conditions = grid_conditions()
-    rows: list[dict[str, Any]] = []
-    for i, cond in enumerate(conditions):
-        config = replace(base, **cond)
-        result = train(dataset, config, log_path=out_dir / f"log_{_condition_name(cond)}.jsonl", split=split)
-        row: dict[str, Any] = {
-            **cond,
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "seconds": round(result.seconds, 2),
-        }
-        metrics = result.evaluation.metrics if result.evaluation else {}
-        for metric in ("spearman", "pearson", "mae", "r2"):
-            values = [m.get(metric, math.nan) for m in metrics.values()]
-            row[f"mean_{metric}"] = (
-                float(np.nanmean(values)) if values and np.isfinite(values).any() else math.nan
-            )
-            for task, m in metrics.items():
-                row[f"{task}_{metric}"] = m.get(metric, math.nan)
-        rows.append(row)
-        if on_progress:
-            on_progress(i + 1, len(conditions), row)
-    _write_grid(rows, out_dir)
-    return rows
-
-
-def _condition_name(cond: dict[str, Any]) -> str:
-    return f"{cond['mode']}-{cond['task']}-{cond['loss']}-shared{cond['shared']}"
-
-
-def _write_grid(rows: list[dict[str, Any]], out_dir: Path) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with (out_dir / "grid.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    cols = [
-        "mode",
-        "task",
-        "loss",
-        "shared",
-        "mean_spearman",
-        "score_streams_spearman",
-        "score_likes_spearman",
-        "mean_r2",
-        "best_epoch",
-    ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
-    (out_dir / "grid.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "–" if not math.isfinite(value) else f"{value:.3f}"
-    return "–" if value is None else str(value)
+    with threads.limit_threads(count):
+        pred = predict_dataset(model, dataset)
+        return evaluate_predictions(
+            dataset.labels.ids,
+            dataset.targets,
+            pred,
+            model.tasks,
+            dataset.labels.platform,
+            n_boot=n_boot,
+            seed=seed,
+        )
 
 
 def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
@@ -617,10 +634,9 @@ __all__ = [
     "MultiTaskLoss",
     "TrainConfig",
     "TrainResult",
+    "dataset_split",
     "evaluate_model",
-    "grid_conditions",
     "predict_dataset",
-    "run_grid",
     "save_training_outputs",
     "train",
 ]

@@ -38,6 +38,7 @@ from apexmusic.predict.results import Comparison, Prediction, SegmentScore, comp
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, Failure, SongEmbedding
 from apexmusic.tasks import TASKS
+from apexmusic.threads import torch_threads
 
 if TYPE_CHECKING:
     from apexmusic.trust import Trust
@@ -305,22 +306,6 @@ class Predictor:
             probs = weighted_song_mean(probs, np.zeros(len(probs), int), song.segment_weights, 1)[0]
         top = np.argsort(-probs)[:N_TOP_TAGS]
         return [(str(labels[i]), round(float(probs[i]), 4)) for i in top if i < len(labels)]
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads and restore the previous count after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextmanager
