@@ -306,7 +306,7 @@ def test_leaderboard_names_the_systems_min_votes_hides(tmp_path, capsys):
         ("apexmusic.train:TrainConfig", {"mixing": "nope"}),
         ("apexmusic.train:TrainConfig", {"shared": 4}),
         ("apexmusic.train:TrainConfig", {"weight_decay": -1.0}),
-        ("apexmusic.train:TrainConfig", {"precision": "fp16"}),
+        ("apexmusic.train:TrainConfig", {"precision": "int8"}),
         ("apexmusic.demo:DemoConfig", {"encoder": "nope"}),
         ("apexmusic.demo:DemoConfig", {"val_fraction": 0.9}),
         ("apexmusic.demo:DemoConfig", {"arena_folds": 1}),

@@ -89,7 +89,7 @@ def test_training_records_its_thread_count(requested):
     import numpy as np
 
     from apexmusic.data import Dataset, LabelTable
-    from apexmusic.store import StoreData
+    from apexmusic.store import EmbeddingSpec, StoreData
     from apexmusic.tasks import ALL_TASKS
     from apexmusic.train import TrainConfig, train
 
@@ -97,7 +97,8 @@ def test_training_records_its_thread_count(requested):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, 1, dim)).astype(np.float32)
     y = np.column_stack([50 + 10 * x[:, 0, :2], 3 + 0.5 * x[:, 0, 2:7]])
-    store = StoreData([str(i) for i in range(n)], [""] * n, x, np.zeros(n), {"encoder": "sim"})
+    spec = EmbeddingSpec(encoder="sim", n_layers=1, dim=dim, sample_rate=1)
+    store = StoreData([str(i) for i in range(n)], [""] * n, x, np.zeros(n), spec)
     none = np.full(n, None, object)
     labels = LabelTable(store.ids, y, np.full(n, "sim", object), none, np.full(n, np.nan))
     before = torch.get_num_threads()
