@@ -725,19 +725,14 @@ def score_store(
 
 
 def _iter_store_batches(store: EmbeddingStore, batch_size: int, n_layers: int, dim: int):
-    import pyarrow.parquet as pq
-
-    shards = store.shards()
-    if not shards:
+    if not store.shards():
         raise ConfigError(f"{store.root} holds no embeddings")
-    for shard in shards:
-        pf = pq.ParquetFile(shard)
-        for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "path", "layers"]):
-            flat = batch.column(2).flatten().to_numpy(zero_copy_only=False)
-            layers = flat.astype(np.float32, copy=False).reshape(batch.num_rows, n_layers, dim)
-            if not layers.flags.writeable:  # arrow buffers are read-only; torch wants to own them
-                layers = layers.copy()
-            yield batch.column(0), batch.column(1), layers  # Arrow string arrays stay Arrow
+    for batch in store.iter_batches(["id", "path", "layers"], batch_size):  # StoreError: a bad shard
+        flat = batch.column(2).flatten().to_numpy(zero_copy_only=False)
+        layers = flat.astype(np.float32, copy=False).reshape(batch.num_rows, n_layers, dim)
+        if not layers.flags.writeable:  # arrow buffers are read-only; torch wants to own them
+            layers = layers.copy()
+        yield batch.column(0), batch.column(1), layers  # Arrow string arrays stay Arrow
 
 
 # ---------------------------------------------------------------------------------------------

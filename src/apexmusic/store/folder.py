@@ -12,8 +12,12 @@ Parquet schema metadata. Reading checks each shard against the manifest, so a st
 mixes settings, and a store whose manifest was lost can be rebuilt from its shards
 (:func:`repair_manifest`).
 
-Writes are atomic (temporary file, then rename), so an interrupted job leaves only whole
-shards behind and ``--resume`` can trust every row it finds. This module is the only code
+Writes are atomic (temporary file, fsync, rename, fsync of the folder), so an interrupted job
+leaves only whole shards behind and ``--resume`` can trust every row it finds. A row that must
+change (its file was replaced) is swapped by rewriting its shard under the same name, so a
+reader sees the old row or the new one, never both. One process writes at a time
+(:class:`~apexmusic.store.lock.WriterLock`). A shard that cannot be read is a StoreError naming
+it; :mod:`apexmusic.store.check` moves such shards to ``quarantine/``. This module is the only code
 that knows the on-disk layout; the embedding engines (local and Ray) write through it and
 training, evaluation and prediction read through it.
 """
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ConfigError, StoreError
+from apexmusic.store.lock import WriterLock
 from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 SHARD_GLOB = "shard-*.parquet"
 SHARD_SPEC_KEY = b"apexmusic.embedding_spec"
+QUARANTINE = "quarantine"
 # Manifest keys that belong to the spec (or are derived from it): never changed in place.
 _SPEC_KEYS = frozenset({f.name for f in fields(EmbeddingSpec)} | {"spec_format", "config_hash", "format"})
 # What older stores recorded before the spec existed; a spec read from one lacks these.
@@ -60,6 +66,8 @@ class SongEmbedding:
     segments: np.ndarray  # float32 [n_segments, n_layers, dim]
     segment_weights: np.ndarray  # float32 [n_segments]
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. musicnn tag probabilities
+    size: int | None = None  # the file's byte size and mtime when it was embedded (resume checks)
+    mtime_ns: int | None = None
 
     @property
     def n_segments(self) -> int:
@@ -83,6 +91,16 @@ class Failure:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """Where a song's row is and what its file looked like when it was embedded."""
+
+    shard: Path
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
 
 
 @dataclass
@@ -132,6 +150,7 @@ class EmbeddingStore:
         self.root = Path(root)
         self._spec: EmbeddingSpec | None = None
         self._checked: set[Path] = set()  # shards whose spec matched the manifest
+        self._lock: WriterLock | None = None
 
     # ---- creation -----------------------------------------------------------------------
     @classmethod
@@ -144,19 +163,47 @@ class EmbeddingStore:
         manifest was deleted is checked against its shards' own specs.
         """
         store = cls(root)
-        store.root.mkdir(parents=True, exist_ok=True)
-        if store.manifest_path.exists():
-            store._check_resumable(store.spec(), spec, "its manifest")
-        elif store.has_rows():
-            store._check_resumable(store._spec_from_shards(), spec, "its shards")
-        if store.has_rows() and not resume:
-            raise StoreError(f"{store.root} already holds embeddings; pass --resume to continue")
-        previous = store._readable_manifest()
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {store.root}: {exc.strerror}") from None
+        store._lock = WriterLock(store.root)
+        try:
+            store._open_for_writing(spec, resume)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open_for_writing(self, spec: EmbeddingSpec, resume: bool) -> None:
+        if self.manifest_path.exists():
+            self._check_resumable(self.spec(), spec, "its manifest")
+        elif self.has_rows():
+            self._check_resumable(self._spec_from_shards(), spec, "its shards")
+        if self.has_rows() and not resume:
+            raise StoreError(f"{self.root} already holds embeddings; pass --resume to continue")
+        previous = self._readable_manifest()
         info = {k: v for k, v in previous.items() if k not in _SPEC_KEYS}
         info.setdefault("created", _now())
-        _atomic_write_json(store.manifest_path, manifest_for(spec, **info))
-        store._spec = spec
-        return store
+        _atomic_write_json(self.manifest_path, manifest_for(spec, **info))
+        self._spec = spec
+
+    def lock(self) -> None:
+        """Take the writer lock (StoreError naming the holder's PID when another process has it)."""
+        if self._lock is None:
+            self._lock = WriterLock(self.root)
+
+    def close(self) -> None:
+        """Release the writer lock, if this store holds it."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @classmethod
     def open(cls, root: str | Path) -> EmbeddingStore:
@@ -220,25 +267,69 @@ class EmbeddingStore:
         songs = list(songs)
         if not songs:
             return None
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table(_columns(songs)).replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()})
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         final = self.root / name
-        tmp = self.root / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        self._checked.add(final)
+        self._write_shard(self._table(songs), final)
         log.debug("wrote %d songs to %s", len(songs), final)
         return final
 
+    def replace_rows(self, shard: Path, drop: set[str], songs: Sequence[SongEmbedding] = ()) -> None:
+        """Rewrite ``shard`` without the rows of ``drop`` and with ``songs`` added, under the same
+        name: one rename, so readers see either the old rows or the new ones."""
+        import pyarrow as pa
+
+        table = self._read_table(shard)
+        keep = [i for i, song_id in enumerate(table.column("id").to_pylist()) if song_id not in drop]
+        table = table.take(pa.array(keep, type=pa.int64()))
+        if songs:
+            new = self._table(list(songs))
+            table = pa.concat_tables([_conform(table, new.schema), new], promote_options="permissive")
+        if table.num_rows == 0:
+            self._remove_shard(shard)
+            return
+        self._write_shard(table.replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()}), shard)
+        log.debug("rewrote %s: %d rows replaced or removed", shard, len(drop))
+
+    def _table(self, songs: list[SongEmbedding]) -> Any:
+        import pyarrow as pa
+
+        return pa.table(_columns(songs)).replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()})
+
+    def _write_shard(self, table: Any, final: Path) -> None:
+        import pyarrow.parquet as pq
+
+        tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(table, tmp, write_page_checksum=True)
+            _fsync(tmp)
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise StoreError(f"cannot write {final}: {exc.strerror or exc}") from None
+        self._checked.add(final)
+
+    def _remove_shard(self, shard: Path) -> None:
+        try:
+            shard.unlink()
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot remove {shard}: {exc.strerror}") from None
+        self._checked.discard(shard)
+
     def record_failure(self, failure: Failure) -> None:
-        with self.failures_path.open("a", encoding="utf-8") as f:
-            f.write(failure.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one line to ``failures.jsonl``, on a line of its own even after a torn write."""
+        try:
+            fd = os.open(self.failures_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+                os.write(fd, lead + failure.to_json().encode("utf-8") + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.failures_path}: {exc.strerror or exc}") from None
 
     # ---- reading -----------------------------------------------------------------------
     def checked_shards(self) -> list[Path]:
@@ -260,25 +351,84 @@ class EmbeddingStore:
         return shards
 
     def done_ids(self) -> set[str]:
-        import pyarrow.parquet as pq
-
         ids: set[str] = set()
         for shard in self.checked_shards():
-            ids.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+            ids.update(self._read_table(shard, ["id"]).column("id").to_pylist())
         return ids
 
+    def index(self) -> dict[str, StoredRow]:
+        """Every stored song id, with its shard and the file facts it was embedded from
+        (``size``/``mtime_ns`` are None in shards written before they were recorded)."""
+        rows: dict[str, StoredRow] = {}
+        for shard in self.checked_shards():
+            names = set(self._schema(shard).names)
+            table = self._read_table(shard, [c for c in ("id", "sha256", "size", "mtime_ns") if c in names])
+            n = table.num_rows
+            sizes = table.column("size").to_pylist() if "size" in names else [None] * n
+            mtimes = table.column("mtime_ns").to_pylist() if "mtime_ns" in names else [None] * n
+            ids, hashes = table.column("id").to_pylist(), table.column("sha256").to_pylist()
+            for song_id, sha, size, mtime in zip(ids, hashes, sizes, mtimes, strict=True):
+                rows[song_id] = StoredRow(shard, sha, size, mtime)
+        return rows
+
     def failures(self) -> list[dict[str, Any]]:
-        if not self.failures_path.exists():
+        """The failure records; a garbled line (a torn write) is skipped with a warning."""
+        try:
+            data = self.failures_path.read_bytes()
+        except FileNotFoundError:
             return []
-        with self.failures_path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.failures_path}: {exc.strerror}") from None
+        records = []
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                log.warning("%s line %d is not a failure record; skipped", self.failures_path, number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def iter_rows(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Rows as dicts, shard by shard (bounded memory for very large stores)."""
+        for shard in self.checked_shards():
+            yield from self._read_table(shard, list(columns) if columns else None).to_pylist()
+
+    def iter_batches(self, columns: Sequence[str], batch_size: int = 65536) -> Iterator[Any]:
+        """Arrow record batches of ``columns`` (which include ``id``), shard by shard.
+        StoreError names a shard that cannot be read, and a song id stored twice."""
         import pyarrow.parquet as pq
 
+        seen: set[str] = set()
         for shard in self.checked_shards():
-            yield from pq.read_table(shard, columns=list(columns) if columns else None).to_pylist()
+            try:
+                for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_size, columns=list(columns)):
+                    ids = batch.column(batch.schema.get_field_index("id")).to_pylist()
+                    if seen.intersection(ids) or len(set(ids)) != len(ids):
+                        raise StoreError(f"{self.root} holds duplicate song ids (in {shard.name})")
+                    seen.update(ids)
+                    yield batch
+            except (OSError, ValueError) as exc:
+                raise _unreadable(shard, exc) from None
+
+    def _read_table(self, shard: Path, columns: Sequence[str] | None = None) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(shard, columns=list(columns) if columns is not None else None)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError; truncation an OSError
+            raise _unreadable(shard, exc) from None
+
+    def _schema(self, shard: Path) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_schema(shard)
+        except (OSError, ValueError) as exc:
+            raise _unreadable(shard, exc) from None
 
     def load(self, with_segments: bool = False, ids: Sequence[str] | None = None) -> StoreData:
         """Load song-level vectors (and optionally per-segment ones) into arrays.
@@ -286,7 +436,6 @@ class EmbeddingStore:
         Rows come back in a stable order (sorted by id); ``ids`` restricts and orders them.
         """
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         spec = self.spec()
         n_layers, dim = spec.shape
@@ -296,7 +445,7 @@ class EmbeddingStore:
         shards = self.checked_shards()
         if not shards:
             raise StoreError(f"{self.root} holds no embeddings yet")
-        table = pa.concat_tables([pq.read_table(s, columns=columns) for s in shards])
+        table = pa.concat_tables([self._read_table(s, columns) for s in shards])
         all_ids = table.column("id").to_pylist()
         if len(set(all_ids)) != len(all_ids):
             raise StoreError(f"{self.root} holds duplicate song ids")
@@ -363,7 +512,7 @@ def shard_spec(path: str | Path) -> EmbeddingSpec | None:
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on junk
-        raise StoreError(f"cannot read shard {path}: {exc}") from exc
+        raise _unreadable(Path(path), exc) from None
     text = metadata.get(SHARD_SPEC_KEY)
     if text is None:
         return None
@@ -412,6 +561,8 @@ def _columns(songs: list[SongEmbedding]) -> dict[str, Any]:
         "layers": floats([s.layers for s in songs]),
         "segments": floats([s.segments for s in songs]),
         "segment_weights": floats([s.segment_weights for s in songs]),
+        "size": pa.array([s.size for s in songs], type=pa.int64()),
+        "mtime_ns": pa.array([s.mtime_ns for s in songs], type=pa.int64()),
     }
     extra_keys = sorted({k for s in songs for k in s.extras})
     for key in extra_keys:
@@ -424,15 +575,54 @@ def _flat_list_to_numpy(column: Any) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
 
 
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` with the columns of ``schema`` it lacks added as nulls (older shards)."""
+    import pyarrow as pa
+
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    return table
+
+
+def _unreadable(shard: Path, exc: BaseException) -> StoreError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        f"shard {shard} is corrupt or truncated ({detail}); `apexmusic store repair {shard.parent}` "
+        "moves it to quarantine/ and `embed --resume` embeds its songs again"
+    )
+
+
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (the entry lives in the directory, not the file)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
