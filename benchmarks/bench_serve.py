@@ -38,24 +38,18 @@ CLIP_SOURCE = REAL_AUDIO / "acestep_saxphone_jazz.opus"
 
 
 def make_model_dir(out: Path, encoder: str, weights: str, n_layers: int, dim: int) -> Path:
-    """An untrained published-size head whose encoder_spec names ``encoder``."""
+    """An untrained published-size head whose encoder_spec is that of ``encoder``'s vectors."""
+    from apexmusic.embed import EmbedConfig, build_encoder, spec_for
     from apexmusic.model import HeadConfig, ScoringModel, build_net
 
     mixing = "learned" if n_layers > 1 else "mean"
     net = build_net(HeadConfig(n_layers=n_layers, dim=dim, mixing=mixing))
     net.eval()
-    spec = {
-        "name": encoder,
-        "weights": weights,
-        "n_layers": n_layers,
-        "dim": dim,
-        "segment_seconds": 30.0,
-        "hop_seconds": 30.0,
-        "compat": None,
-    }
-    ScoringModel(net=net, encoder_spec=spec, card={"title": f"benchmark head ({encoder})"}).save_pretrained(
-        out
-    )
+    config = EmbedConfig(encoder=encoder, weights=None if weights == "none" else weights, workers=0)
+    spec = spec_for(build_encoder(config), config)
+    assert spec.shape == (n_layers, dim), spec.shape
+    model = ScoringModel(net=net, encoder_spec=spec, card={"title": f"benchmark head ({encoder})"})
+    model.save_pretrained(out)
     return out
 
 

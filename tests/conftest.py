@@ -76,3 +76,19 @@ def predictor(predict_model_dir: Path):
     from apexmusic.predict import Predictor
 
     return Predictor.from_pretrained(predict_model_dir)
+
+
+@pytest.fixture(scope="session")
+def segment_model_setup(tmp_path_factory, shared_data: Path):
+    """Three short real songs embedded (handcrafted) in 20 s segments, and a tiny model trained
+    in segment mode on them: ``(song paths, store dir, model dir)``."""
+    from predict_fixtures import SHORT_SONGS, train_tiny_model
+
+    from apexmusic.cli import main
+
+    root = tmp_path_factory.mktemp("segment-model")
+    paths = [str(shared_data / "real-audio" / n) for n in SHORT_SONGS]
+    store = root / "store"
+    args = ["embed", *paths, "--out", str(store), "--segment-seconds", "20", "--workers", "0"]
+    assert main(args) == 0
+    return paths, store, train_tiny_model(store, root / "model", mode="segment")

@@ -40,7 +40,11 @@ def synthetic_targets(x: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.stack([TASKS[t].low + TASKS[t].span * z[:, i] for i, t in enumerate(ALL_TASKS)], axis=1)
 
 
-def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: int = 0) -> Path:
+def train_tiny_model(
+    store_dir: Path, model_dir: Path, steps: int = 120, seed: int = 0, mode: str = "song"
+) -> Path:
+    """Train a small head on noisy copies of the store's song and segment vectors; ``mode`` is
+    the training mode recorded (``segment``: the model pools segment scores)."""
     import torch
 
     from apexmusic.model import HeadConfig, ScoringModel, build_net
@@ -78,12 +82,27 @@ def train_tiny_model(store_dir: Path, model_dir: Path, steps: int = 120, seed: i
         net.eval()
     finally:
         torch.set_num_threads(threads)
-    spec = {"name": data.spec.encoder, **data.spec.to_dict()}  # the spec `apexmusic train` records
+    spec = data.spec  # the spec `apexmusic train` records
     model = ScoringModel(
         net=net,
         encoder_spec=spec,
+        training={"mode": mode},
         card={"title": "tiny test model", "data": {"songs": "3 real songs, synthetic labels"}},
     )
     model.save_pretrained(model_dir)
     np.save(model_dir.parent / "train_rows.npy", train[:, 0].astype(np.float32) if n_layers == 1 else train)
     return model_dir
+
+
+def pooled_segment_scores(model, store: Path) -> dict[str, np.ndarray]:
+    """Segment scores pooled song by song with a plain loop: sum(w_j * s_j) / sum(w_j)."""
+    from apexmusic.store import EmbeddingStore
+
+    data = EmbeddingStore.open(store).load(with_segments=True)
+    out = {}
+    for song_id, segments, weights in zip(data.ids, data.segments, data.segment_weights, strict=True):
+        rows = model.predict_layers(segments)
+        per_segment = np.stack([rows[t] for t in model.tasks], 1).astype(np.float64)
+        assert len(weights) > 1 and len(set(np.round(weights, 3))) > 1  # a short last segment
+        out[song_id] = (per_segment * weights[:, None]).sum(0) / weights.sum()
+    return out

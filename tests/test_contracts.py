@@ -85,3 +85,21 @@ def test_store_round_trip_resume_and_settings_guard(tmp_path):
     with pytest.raises(StoreError):  # other settings
         EmbeddingStore.create(tmp_path, spec.with_(dim=5), resume=True)
     assert EmbeddingStore.open(tmp_path).spec() == spec == data.spec
+
+
+def test_the_public_api_is_importable_from_the_top_without_loading_torch_up_front():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, apexmusic; assert 'torch' not in sys.modules; "
+        "from apexmusic import EmbeddingSpec, EmbeddingStore, ModelDir, Predictor, ScoringModel; "
+        "from apexmusic import load_encoder; "
+        "from apexmusic.predict import Predictor as P; assert Predictor is P; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    import apexmusic
+
+    with pytest.raises(AttributeError):
+        apexmusic.NotAName  # noqa: B018

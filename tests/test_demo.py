@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,10 +125,33 @@ def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
         "Popularity-only vs multi-task",
         "Arena: pairwise preferences",
         "Per-style breakdown",
+        "Scores you can trust",
     ):
         assert heading in parser.headings
     assert "http://" not in page and "https://" not in page  # no external assets
     assert "not</b> predictions for real songs" in page
+
+
+def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir, summary, tmp_path):
+    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.model import ScoringModel
+    from apexmusic.sources import resolve_inputs
+    from apexmusic.store import EmbeddingStore
+    from apexmusic.trust import head_inputs, load_trust
+
+    trust = load_trust(demo_dir / "model")
+    assert trust.served() == ALL_TASKS
+    coverage = summary["trust"]["intervals"]["coverage_test"]
+    # About 18 test songs here: a 90 % interval's coverage has a binomial sd of 7 points at this
+    # size. The full-size demo's per-task 85-95 % is measured by benchmarks/bench_trust.py.
+    assert all(0.7 <= c <= 1.0 for c in coverage.values()), coverage
+    assert trust.domain.measured["rate"] <= 0.1
+    real_dir = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-audio"
+    embed_inputs(resolve_inputs([str(real_dir)]), tmp_path / "real", EmbedConfig(encoder="handcrafted"))
+    real = EmbeddingStore.open(tmp_path / "real").load()
+    model = ScoringModel.from_pretrained(demo_dir / "model")
+    flags = trust.domain.in_domain(trust.domain.distance(head_inputs(model, real.layers)))
+    assert len(flags) == 7 and (~flags).sum() >= 6, dict(zip(real.ids, flags, strict=True))
 
 
 def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):

@@ -341,6 +341,28 @@ def test_predict_with_ray_writes_the_local_rows(ray_session, predict_model_dir, 
     assert len((tmp_path / "ray.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # a Ray pipeline run (~10 s on 2 busy cores)
+def test_a_segment_mode_model_pools_segments_on_ray(ray_session, segment_model_setup, tmp_path):
+    from predict_fixtures import pooled_segment_scores
+
+    from apexmusic.distributed import predict_inputs_ray
+    from apexmusic.model import ScoringModel
+    from apexmusic.predict import PredictConfig
+    from apexmusic.tasks import TASKS
+
+    paths, store, model_dir = segment_model_setup
+    model = ScoringModel.from_pretrained(model_dir)
+    songs = [Song(Path(p).stem, p) for p in paths]
+    report = predict_inputs_ray(
+        songs, model_dir, tmp_path / "ray.jsonl", PredictConfig(mc_samples=0), concurrency=1
+    )
+    assert (report.n_done, report.n_failed) == (3, 0)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "ray.jsonl").read_text().splitlines())}
+    for song_id, want in pooled_segment_scores(model, store).items():
+        for k, task in enumerate(model.tasks):
+            assert abs(rows[song_id][task] - want[k]) <= 1e-4 * TASKS[task].span, (song_id, task)
+
+
 # ---- sizing ---------------------------------------------------------------------------------
 
 

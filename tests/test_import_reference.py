@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -40,9 +41,9 @@ class TaskBranch(nn.Module):
 
 
 class PublishedAPEX(nn.Module):
-    def __init__(self, tasks, n_shared):
+    def __init__(self, tasks, n_shared, in_dim=768):
         super().__init__()
-        dims = [768, 512, 256] if n_shared == 2 else [768, 512, 384, 256]
+        dims = [in_dim, 512, 256] if n_shared == 2 else [in_dim, 512, 384, 256]
         self.shared = nn.Sequential(*[SharedLayer(dims[i], dims[i + 1], 0.3) for i in range(n_shared)])
         self.tasks = tasks
         for t in tasks:
@@ -57,9 +58,9 @@ class PublishedAPEX(nn.Module):
         return out
 
 
-def _reference_checkpoint(path, tasks, n_shared, seed=0):
+def _reference_checkpoint(path, tasks, n_shared, seed=0, in_dim=768):
     torch.manual_seed(seed)
-    model = PublishedAPEX(tasks, n_shared)
+    model = PublishedAPEX(tasks, n_shared, in_dim)
     g = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():  # trained-looking BatchNorm statistics
         if isinstance(m, nn.BatchNorm1d):
@@ -94,7 +95,7 @@ def test_imported_model_equals_the_reference_on_768d_inputs(tmp_path, tasks, n_s
     model = ScoringModel.from_pretrained(tmp_path / "model")
     assert model.tasks == tuple(tasks) and model.config.shared == n_shared
     assert model.config.mixing == "reference" and not model.config.standardize
-    assert model.encoder_spec["compat"] == "reference" and model.training["epoch"] == 37
+    assert model.encoder_spec.compat == "reference" and model.training["epoch"] == 37
     x = np.random.default_rng(3).standard_normal((64, 768)).astype(np.float32)
     ours = model.predict_layers(x[:, None, :])
     with torch.no_grad():
@@ -107,7 +108,7 @@ def test_imported_model_equals_the_reference_on_768d_inputs(tmp_path, tasks, n_s
 def test_imported_model_mixes_13_hidden_states_like_the_reference(tmp_path):
     reference = _reference_checkpoint(tmp_path / "best_model.pt", TASKS, 2, seed=4)
     model = import_reference_checkpoint(tmp_path / "best_model.pt")  # default: 13 hidden states
-    assert model.config.n_layers == 13 and model.encoder_spec["n_layers"] == 13
+    assert model.config.n_layers == 13 and model.encoder_spec.n_layers == 13
     hidden = np.random.default_rng(5).standard_normal((16, 13, 768)).astype(np.float32)
     ours = model.predict_layers(hidden)
     with torch.no_grad():
@@ -131,3 +132,75 @@ def test_unsafe_or_wrong_checkpoints_are_refused(tmp_path):
     with pytest.raises(ModelLoadError):
         import_reference_checkpoint(tmp_path / "odd.pt")
     assert main(["import-reference", str(tmp_path / "missing.pt"), str(tmp_path / "m")]) == 2
+
+
+def _published_pipeline_vector(mert, audio: np.ndarray, segment: int) -> np.ndarray:
+    """The reference pipeline, literally: zero-padded 30 s segments, time-mean of hidden states
+    2, 5, 8, 12, the untrained Conv1d(4->1) made right after manual_seed(42), mean over segments."""
+    n_segments = -(-audio.size // segment)
+    padded = np.zeros((n_segments, segment), np.float32)
+    padded.reshape(-1)[: audio.size] = audio
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(42)
+        conv = nn.Conv1d(4, 1, kernel_size=1)
+    vectors = []
+    with torch.no_grad():
+        for row in padded:
+            out = mert(torch.from_numpy(row)[None], output_hidden_states=True)
+            stacked = torch.stack([out.hidden_states[i].mean(dim=1) for i in (2, 5, 8, 12)], dim=1)
+            vectors.append(conv(stacked)[0, 0])
+    return torch.stack(vectors).mean(0).numpy()
+
+
+def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
+    tmp_path, monkeypatch, shared_data, caplog
+):
+    """import-reference + a --compat reference store made with a local copy of the weights:
+    scored with a warning (the published weights' fingerprint is unknown), never refused, and
+    equal to the published head on the published pipeline's vectors, from the store and audio."""
+    from test_mert import tiny, write_published_folder
+
+    import apexmusic.encoders.mert as mert_module
+    from apexmusic.audio import decode_mono
+    from apexmusic.encoders.mert import build_model
+    from apexmusic.tasks import TASKS as RANGES
+
+    arch = tiny(mert_module.MERT_V1_95M, layers=12)  # the published layout at a tiny width
+    monkeypatch.setattr(mert_module, "MERT_V1_95M", arch)
+    mert = build_model(arch, seed=3).eval()
+    weights = tmp_path / "models" / "MERT-v1-95M"
+    write_published_folder(mert, arch, weights, "safetensors")
+    song = shared_data / "real-audio" / "acestep_hiphop_rap_shirt_song.opus"
+    store, model_dir = tmp_path / "store", tmp_path / "apex"
+    embed = ["embed", str(song), "--encoder", "mert-v1-95m", "--weights", str(weights)]
+    assert main([*embed, "--compat", "reference", "--out", str(store), "--workers", "0"]) == 0
+    reference = _reference_checkpoint(tmp_path / "best_model.pt", TASKS, 2, seed=6, in_dim=arch.hidden_size)
+    assert main(["import-reference", str(tmp_path / "best_model.pt"), str(model_dir)]) == 0
+
+    scored = tmp_path / "s.jsonl"
+    with caplog.at_level("WARNING"):
+        assert (
+            main(["predict", "--embeddings", str(store), "--model", str(model_dir), "--out", str(scored)])
+            == 0
+        )
+    assert "cannot verify" in caplog.text and "m-a-p/MERT-v1-95M" in caplog.text
+    out = tmp_path / "a.jsonl"
+    args = ["predict", str(song), "--model", str(model_dir), "--weights", str(weights), "--out", str(out)]
+    assert main([*args, "--mc-samples", "0"]) == 0
+
+    audio, _ = decode_mono(song, arch.extra.get("sample_rate", 24000))
+    vector = _published_pipeline_vector(mert, audio, 30 * 24000)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(vector)[None])
+    (from_store,) = [json.loads(x) for x in scored.read_text().splitlines()]
+    (from_audio,) = [json.loads(x) for x in out.read_text().splitlines()]
+    # The comparison can tell pipelines apart: leaving out the zero-padded last segment moves scores.
+    with torch.no_grad():
+        unpadded = reference(
+            torch.from_numpy(_published_pipeline_vector(mert, audio[: 60 * 24000], 30 * 24000))[None]
+        )
+    assert max(abs(float(unpadded[t][0] - expected[t][0])) / (1e-4 * RANGES[t].span) for t in TASKS) > 10
+    for task in TASKS:
+        tol = 1e-4 * RANGES[task].span
+        assert from_store[task] == pytest.approx(float(expected[task][0]), abs=tol), task
+        assert from_audio[task] == pytest.approx(float(expected[task][0]), abs=tol), task

@@ -22,6 +22,7 @@ from apexmusic.model import (
     fuse_state_dict,
     unfuse_state_dict,
 )
+from apexmusic.store import EmbeddingSpec
 from apexmusic.tasks import ALL_TASKS, POPULARITY_TASKS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -122,7 +123,7 @@ def _trained_like_model(mixing="learned", n_layers=3, dim=16, tasks=ALL_TASKS) -
             net.mixer.logits.copy_(torch.tensor([0.5, -1.0, 2.0][:n_layers]))
     return ScoringModel(
         net=net,
-        encoder_spec={"name": "sim", "n_layers": n_layers, "dim": dim},
+        encoder_spec=EmbeddingSpec(encoder="sim", n_layers=n_layers, dim=dim, sample_rate=16000),
         training={"mode": "song"},
         card={"metrics": {"coherence": {"spearman": 0.5}}},
     )
@@ -139,7 +140,9 @@ def test_save_load_round_trip_gives_equal_predictions(tmp_path, mixing):
     loaded = ScoringModel.from_pretrained(tmp_path / "m")
     after = loaded.predict_layers(layers)
     assert loaded.tasks == ALL_TASKS and loaded.model_id == model.model_id and loaded.model_id
-    assert loaded.encoder_spec["name"] == "sim" and loaded.card["metrics"]["coherence"]["spearman"] == 0.5
+    assert (
+        loaded.encoder_spec == model.encoder_spec and loaded.card["metrics"]["coherence"]["spearman"] == 0.5
+    )
     for task in ALL_TASKS:
         np.testing.assert_array_equal(after[task], before[task])
     np.testing.assert_allclose(loaded.layer_weights(), model.layer_weights())

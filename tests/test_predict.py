@@ -204,13 +204,14 @@ def test_fallback_comparison_is_symmetric_and_matches_its_formula():
 
 def test_compare_uses_comparator_json_when_present(predict_model_dir, tmp_path, audio_dir, capsys):
     from apexmusic.arena import PreferenceComparator
+    from apexmusic.model import ModelDir
 
     model_dir = tmp_path / "model"
     shutil.copytree(predict_model_dir, model_dir)
     comp = PreferenceComparator(
         features=("musicality",), coef=np.array([2.0]), scale=np.array([0.5]), n_train=10
     )
-    (model_dir / "comparator.json").write_text(json.dumps(comp.to_dict()))
+    ModelDir(model_dir).save_comparator(comp)
     code = main(
         ["compare", str(audio_dir / HIPHOP), str(audio_dir / JAZZ), "--model", str(model_dir), "--json"]
     )
@@ -336,12 +337,12 @@ def test_score_store_refuses_a_store_embedded_differently(predict_model_dir, tmp
 def test_store_jsonl_writer_escapes_strings_and_keeps_floats_exact():
     import pyarrow as pa
 
-    from apexmusic.predict import _jsonl_lines
+    from apexmusic.predict import jsonl_lines
 
     ids = ["plain", 'quote"d', "back\\slash", "new\nline", "ünï"]
     values = np.array([0.1, 53.25123596191406, 1e-7, 3.0, 2.5], np.float32).astype(np.float64)
     for id_column in (ids, pa.array(ids)):
-        text = _jsonl_lines({"id": id_column, "path": pa.array(["/a"] * 5), "score": values}).decode()
+        text = jsonl_lines({"id": id_column, "path": pa.array(["/a"] * 5), "score": values}).decode()
         rows = [json.loads(line) for line in text.splitlines()]
         assert [r["id"] for r in rows] == ids
         assert [r["score"] for r in rows] == values.tolist()

@@ -88,7 +88,7 @@ def test_compare_returns_probabilities_and_both_predictions(client, song, shared
 def test_model_card_health_docs_and_page(client, predictor):
     card = client.get("/v1/model").json()
     assert card["model_id"] == predictor.model_id and card["tasks"] == list(ALL_TASKS)
-    assert card["encoder_spec"]["name"] == "handcrafted"
+    assert card["encoder_spec"]["encoder"] == "handcrafted"
     assert card["card_markdown"].startswith("# ") and predictor.model_id in card["card_markdown"]
     assert card["limits"]["max_upload_mb"] == 2 and card["ranges"]["coherence"] == [1.0, 5.0]
     health = client.get("/healthz").json()

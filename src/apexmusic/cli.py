@@ -376,6 +376,12 @@ def _add_training_args(p, grid: bool = False) -> None:
     )
     p.add_argument("--no-standardize", action="store_true", help="skip input standardisation")
     p.add_argument(
+        "--allow-small",
+        action="store_true",
+        help="train even on a split below the minimum to evaluate (docs/trust.md); tasks under the "
+        "minimum are then served, marked as such",
+    )
+    p.add_argument(
         "--popularity-exponent",
         type=float,
         default=1.0,
@@ -413,6 +419,7 @@ def _train_config(args, **overrides):
         precision=args.precision,
         standardize=not args.no_standardize,
         n_boot=args.n_boot,
+        allow_small=args.allow_small,
     )
     for key in ("task", "loss", "shared", "mode"):
         if hasattr(args, key):
@@ -514,7 +521,7 @@ def _cmd_evaluate(args) -> int:
         model.tasks,
         args.preset,
         popularity,
-        with_segments=model.training.get("mode") == "segment",
+        with_segments=model.pooling == "segment",
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
@@ -683,6 +690,7 @@ def _cmd_compare(args) -> int:
     import json
 
     from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
+    from apexmusic.model import COMPARATOR_FILE
     from apexmusic.predict import Predictor
 
     predictor = Predictor.from_pretrained(args.model, weights=args.weights, device=args.device)
@@ -695,7 +703,7 @@ def _cmd_compare(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     method = (
-        "arena comparator (comparator.json)"
+        f"arena comparator ({COMPARATOR_FILE})"
         if result.method == "comparator"
         else "fallback: logistic of mean standardised score difference, uncalibrated"
     )
@@ -1010,11 +1018,33 @@ def _demo_table(summary: dict) -> str:
         lines.append(f"arena learned ({name}) AUC " + ", ".join(f"{m} {fmt(v)}" for m, v in models.items()))
     ceiling = h["arena_hidden_preference_accuracy"]
     lines.append(f"arena ceiling (hidden listener preference) accuracy {fmt(ceiling)}")
+    lines += _demo_trust_lines(summary.get("trust"))
     comp = summary.get("encoder_comparison")
     if comp:
         for name, metrics in comp["metrics"].items():
             lines.append(f"encoder {name:14s} " + "  ".join(f"{k} {fmt(v)}" for k, v in metrics.items()))
     return "\n".join(lines)
+
+
+def _demo_trust_lines(trust: dict | None) -> list[str]:
+    if not trust:
+        return []
+    iv = trust["intervals"]
+    cover = [c for c in iv["coverage_test"].values() if c is not None]
+    lines = [
+        f"{100 * iv['level']:.0f}% intervals cover {100 * min(cover):.0f}-{100 * max(cover):.0f}% "
+        "of test songs per task"
+        if cover
+        else "intervals: no labelled test songs to measure them on"
+    ]
+    domain = trust.get("domain") or {}
+    if domain.get("measured_test"):
+        held = domain.get("heldout_styles_flagged")
+        lines.append(
+            f"domain alarm flags {100 * domain['measured_test']['rate']:.1f}% of test songs"
+            + ("" if held is None else f", {100 * held:.0f}% of held-out-style songs")
+        )
+    return lines
 
 
 @_command

@@ -65,8 +65,9 @@ class DemoConfig:
     train_seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.n_songs < 48:
-            raise ConfigError(f"the demo needs at least 48 songs (6 per style), got {self.n_songs}")
+        # 15 per style: enough for the trust minimums (apexmusic.trust.basis) on the split below.
+        if self.n_songs < 120:
+            raise ConfigError(f"the demo needs at least 120 songs (15 per style), got {self.n_songs}")
         if self.epochs < 1:
             raise ConfigError("epochs must be >= 1")
 
@@ -201,7 +202,9 @@ def _run_pipeline(
 
     model_dir = save_training_outputs(full, out / "model")
     save_training_outputs(pop, out / "model-popularity")
-    arena.pop("comparator").save(Path(model_dir) / "comparator.json")
+    from apexmusic.model import ModelDir
+
+    ModelDir(model_dir).save_comparator(arena.pop("comparator"))
     headline = _headline(evaluation, arena)
     details = {
         "evaluation": evaluation,
@@ -209,6 +212,7 @@ def _run_pipeline(
         "model_dir": str(model_dir),
         "embeddings": str(store_dir),
         "training": {"multi_task": _train_info(full), "popularity_only": _train_info(pop)},
+        "trust": _trust_info(full, ds_held),
     }
     return _Run(encoder, headline, details)
 
@@ -297,6 +301,22 @@ def _train_info(result) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "split_sizes": result.split.sizes(),
     }
+
+
+def _trust_info(result, ds_held) -> dict[str, Any] | None:
+    """The model's trust statistics, plus how many held-out-style songs its alarm flags (they
+    come from generators never seen in training, so flags there are expected)."""
+    from apexmusic.trust import head_inputs
+
+    trust = result.trust
+    if trust is None:
+        return None
+    info = trust.summary()
+    domain = trust.domain
+    if domain is not None and domain.threshold is not None and len(ds_held):
+        distance = domain.distance(head_inputs(result.model, ds_held.store.layers))
+        info["domain"]["heldout_styles_flagged"] = float((~domain.in_domain(distance)).mean())
+    return info
 
 
 # --- evaluation ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from apexmusic.embed.ray_stages import EncoderInfo, probe_encoder, run_pipeline
 from apexmusic.encoders import Encoder
 from apexmusic.errors import ConfigError
 from apexmusic.sources import Song
-from apexmusic.store import Failure, SongEmbedding
+from apexmusic.store import EmbeddingSpec, Failure, SongEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +232,10 @@ def _embed(
 
 
 class _SpecEncoder:
-    """A picklable factory: the encoder ``predict.build_embedder`` builds for a model's spec."""
+    """A picklable factory: the encoder ``predict.build_embedder`` builds for a model's spec
+    (checked against it by the one compatibility rule on every worker)."""
 
-    def __init__(self, spec: dict[str, Any], weights: str | None, device: str, max_seconds: float | None):
+    def __init__(self, spec: EmbeddingSpec, weights: str | None, device: str, max_seconds: float | None):
         self.args = (spec, weights, device, max_seconds)
 
     def __call__(self) -> Encoder:
@@ -270,17 +271,21 @@ def predict_inputs_ray(
 
 
 def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySettings, started: float):
-    from apexmusic.errors import ApexError
-    from apexmusic.predict import FailureLog, Predictor, check_duration, failures_path, start_predict_run
+    from apexmusic.predict import finish_predict_run, start_predict_run
 
-    writer, todo, report = start_predict_run(songs, out_file, config.resume, on_progress)
-    predictor = Predictor.from_pretrained(
-        model_dir,
-        weights=config.weights,
-        device=config.device,
-        mc_samples=config.mc_samples,
-        max_seconds=config.max_seconds,
-    )
+    run = start_predict_run(songs, out_file, config, on_progress, started=started)
+    try:
+        _predict_run(run, model_dir, config, on_progress, settings)
+    finally:
+        report = finish_predict_run(run)
+    return report
+
+
+def _predict_run(run: Any, model_dir, config, on_progress, settings: RaySettings) -> None:
+    from apexmusic.errors import ApexError
+    from apexmusic.predict import check_duration
+
+    predictor = config.load_predictor(model_dir)
     embedder = predictor.embedder
     make_encoder = _SpecEncoder(
         predictor.model.encoder_spec, config.weights, config.device, config.max_seconds
@@ -293,51 +298,35 @@ def _predict(songs, model_dir, out_file, config, on_progress, settings: RaySetti
         int(embedder.encoder.n_layers),
         int(embedder.encoder.dim),
     )
-    fail_log = FailureLog(failures_path(out_file), append=config.resume)
     pending: list[SongEmbedding] = []
-    rows: list[dict[str, Any]] = []
 
     def fail(failure: Failure) -> None:
-        fail_log.write(failure)
-        report.failures.append(failure)
+        run.fail(failure)
         if on_progress:
             on_progress(1)
 
     def score() -> None:
-        rows.extend(p.to_row() for p in predictor.score_embeddings(pending))
+        run.add(predictor.score_embeddings(pending))  # the model's pooling rule, as predict_inputs
         if on_progress:
             on_progress(len(pending))
         pending.clear()
-        if len(rows) >= config.batch_size:
-            writer.write_rows(rows)
-            report.n_done += len(rows)
-            rows.clear()
 
-    try:
-        for result in run_pipeline(
-            todo, make_encoder, info, embedder.segment_config, embedder.compat, plan, settings
-        ):
-            if isinstance(result, Failure):
-                fail(result)
-                continue
-            try:
-                check_duration(result.duration_s, config.max_seconds)  # as Predictor.embed does
-            except ApexError as exc:
-                fail(Failure(result.id, result.path, exc.kind, str(exc)))
-                continue
-            pending.append(result)
-            if len(pending) >= config.batch_size:
-                score()
-        if pending:
+    for result in run_pipeline(
+        run.todo, make_encoder, info, embedder.segment_config, embedder.compat, plan, settings
+    ):
+        if isinstance(result, Failure):
+            fail(result)
+            continue
+        try:
+            check_duration(result.duration_s, config.max_seconds)  # as Predictor.embed does
+        except ApexError as exc:
+            fail(Failure(result.id, result.path, exc.kind, str(exc)))
+            continue
+        pending.append(result)
+        if len(pending) >= config.batch_size:
             score()
-        if rows:
-            writer.write_rows(rows)
-            report.n_done += len(rows)
-    finally:
-        writer.close()
-    report.n_failed = len(report.failures)
-    report.wall_seconds = time.perf_counter() - started
-    return report
+    if pending:
+        score()
 
 
 __all__ = [

@@ -77,6 +77,7 @@ def _sections(source: Path) -> list[str]:
     if summary:
         parts += [
             _metric_bars_from_summary(summary),
+            _trust_section(summary.get("trust")),
             _baseline_section(summary),
             _popularity_section(summary),
         ]
@@ -165,6 +166,54 @@ def _metric_bars_from_summary(summary: dict) -> str:
     return (
         "<h2>Metric bars</h2>" + _img(_bars_with_ci(groups, "spearman")) + _img(_bars_with_ci(groups, "r2"))
     )
+
+
+def _trust_section(trust: dict | None) -> str:
+    """Which scores are served, their calibrated intervals' measured coverage, the domain alarm."""
+    if not trust:
+        return ""
+    basis, iv, domain = trust["basis"], trust["intervals"], trust.get("domain")
+    level = iv["level"]
+    rows = []
+    for task, b in basis["tasks"].items():
+        q = iv["half_width"].get(task)
+        cov = iv["coverage_test"].get(task)
+        rows.append(
+            [
+                TASKS[task].label,
+                basis["status"][task].replace("_", " "),
+                f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
+                "whole range" if q is None else f"± {q:.3g}",
+                "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
+                _num(iv["mean_width_test"].get(task)),
+            ]
+        )
+    table = _table(
+        [
+            "task",
+            "status",
+            "labelled songs train / val / test",
+            f"{100 * level:.0f}% interval",
+            "coverage, test songs",
+            "mean width, test",
+        ],
+        rows,
+    )
+    text = (
+        f"<p class='muted'>Split-conformal intervals fitted on the validation split at "
+        f"{100 * level:.0f}%; coverage is measured on test songs the fit never saw. A task needs "
+        f"{basis['min_train']} labelled training and {basis['min_heldout']} held-out songs to be served."
+    )
+    if domain and domain.get("threshold") is not None:
+        measured = domain.get("measured_test") or {}
+        text += (
+            f" Domain alarm: distance threshold {domain['threshold']:.3g} for a "
+            f"{100 * domain['false_alarm_rate']:.0f}% false-alarm rate; it flags "
+            f"{100 * measured.get('rate', math.nan):.1f}% of test songs"
+        )
+        held = domain.get("heldout_styles_flagged")
+        text += "." if held is None else f" and {100 * held:.0f}% of songs from the held-out styles."
+    return "<h2>Scores you can trust</h2>" + table + text + "</p>"
 
 
 def _baseline_section(summary: dict) -> str:

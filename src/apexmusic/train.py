@@ -34,13 +34,24 @@ from apexmusic import devices
 from apexmusic.data import Dataset, Split, SplitConfig, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
-from apexmusic.model import ApexNet, HeadConfig, ScoringModel, build_net, resolve_device
+from apexmusic.model import (
+    POOLINGS,
+    ApexNet,
+    HeadConfig,
+    ModelDir,
+    ScoringModel,
+    build_net,
+    resolve_device,
+    score_store_data,
+    weighted_song_mean,
+)
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
+from apexmusic.trust import Trust, check_split, fit_trust
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("equal", "weighted", "uncertainty")
-MODES = ("song", "segment")
+MODES = POOLINGS  # the training mode is the model's inference pooling rule
 
 
 @dataclass
@@ -71,6 +82,7 @@ class TrainConfig:
     standardize: bool = True
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
+    allow_small: bool = False  # train on splits below the trust minimums (apexmusic.trust.basis)
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -135,6 +147,7 @@ class TrainResult:
     test_predictions: np.ndarray | None = None
     seconds: float = 0.0
     songs_per_second: float = 0.0
+    trust: Trust | None = None  # basis, calibrated intervals, domain statistics
 
 
 @dataclass
@@ -188,6 +201,7 @@ def train(
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
+    check_split(split.sizes(), _label_counts(dataset, split.train), config.allow_small)
     store = dataset.store
     net = build_net(
         HeadConfig(
@@ -232,7 +246,7 @@ def train(
     epochs_run = len(history)
     model = ScoringModel(
         net=net.cpu(),
-        encoder_spec={"name": store.spec.encoder, **store.spec.to_dict()},  # readers still look up "name"
+        encoder_spec=store.spec,
         targets={
             "labels": dataset.labels.source,
             "popularity": dataset.labels.popularity,
@@ -256,6 +270,7 @@ def train(
                 "labelled songs per task (train)": _label_counts(dataset, split.train),
                 "songs without labels skipped": dataset.n_unlabelled,
                 "label rows without a song": dataset.n_missing_songs,
+                **({"small splits": "allowed (--allow-small)"} if config.allow_small else {}),
             },
             "metrics": {
                 t: {k: v for k, v in m.items() if "_ci_" not in k} for t, m in evaluation.metrics.items()
@@ -265,8 +280,10 @@ def train(
         },
     )
     rows = len(_song_rows(dataset, split.train, config.mode)) * epochs_run
+    metrics = evaluation.metrics if evaluation else None
+    trust = fit_trust(model, dataset, split, metrics, allow_small=config.allow_small)
     return TrainResult(
-        model, split, history, best_epoch, evaluation, test_pred, seconds, rows / max(seconds, 1e-9)
+        model, split, history, best_epoch, evaluation, test_pred, seconds, rows / max(seconds, 1e-9), trust
     )
 
 
@@ -383,12 +400,11 @@ def _predict(net: ApexNet, data: _Tensors, batch_size: int = 8192) -> np.ndarray
         [net.forward_prepared(data.x[s : s + batch_size]) for s in range(0, len(data.x), batch_size)]
     )
     net.train(was)
+    rows = out.float().cpu().numpy()
     if data.song_of is None:
-        return out.cpu().numpy()
-    w = data.row_weight.unsqueeze(1)
-    sums = torch.zeros(data.n_songs, out.shape[1], device=out.device).index_add_(0, data.song_of, out * w)
-    weights = torch.zeros(data.n_songs, device=out.device).index_add_(0, data.song_of, data.row_weight)
-    return (sums / weights.clamp(min=1e-12).unsqueeze(1)).cpu().numpy()
+        return rows
+    song_of, weights = data.song_of.cpu().numpy(), data.row_weight.cpu().numpy()
+    return weighted_song_mean(rows, song_of, weights, data.n_songs).astype(np.float32)
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -468,19 +484,8 @@ def _label_counts(dataset: Dataset, index: np.ndarray) -> dict[str, int]:
 
 
 def predict_dataset(model: ScoringModel, dataset: Dataset, batch_size: int = 8192) -> np.ndarray:
-    """Song-level predictions ``[N, len(model.tasks)]``; segment-mode models average their
-    segment predictions with the segment weights, as in training."""
-    mode = model.training.get("mode", "song")
-    store = dataset.store
-    if mode == "segment" and store.segments is not None:
-        x, song_of, weight = _inputs(dataset, np.arange(len(dataset)), "segment")
-        scores = model.predict_layers(x, batch_size=batch_size)
-        rows = np.stack([scores[t] for t in model.tasks], 1).astype(np.float64)
-        sums = np.zeros((len(dataset), len(model.tasks)))
-        np.add.at(sums, song_of, rows * weight[:, None])
-        return sums / np.maximum(np.bincount(song_of, weights=weight, minlength=len(dataset)), 1e-12)[:, None]
-    scores = model.predict_layers(store.layers, batch_size=batch_size)
-    return np.stack([scores[t] for t in model.tasks], 1)
+    """Song-level predictions ``[N, len(model.tasks)]`` under the model's pooling rule."""
+    return score_store_data(model, dataset.store, batch_size=batch_size)
 
 
 def evaluate_model(model: ScoringModel, dataset: Dataset, n_boot: int = 1000, seed: int = 0) -> Evaluation:
@@ -592,7 +597,10 @@ def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     """Model directory plus ``eval/`` (held-out metrics, rankings) next to the weights."""
     model_dir = result.model.save_pretrained(model_dir)
     if result.evaluation is not None:
-        write_evaluation(result.evaluation, Path(model_dir) / "eval")
+        write_evaluation(result.evaluation, ModelDir(model_dir).eval_dir)
+    if result.trust is not None:
+        result.trust.model_id = result.model.model_id
+        ModelDir(model_dir).save_trust(result.trust)
     return model_dir
 
 

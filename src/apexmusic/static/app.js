@@ -43,7 +43,7 @@ async function loadModel() {
     MODEL = await r.json();
     const enc = MODEL.encoder_spec || {};
     $("model-info").textContent =
-      `model ${MODEL.model_id} · encoder ${enc.name || "?"} · ${MODEL.tasks.length} scores · ` +
+      `model ${MODEL.model_id} · encoder ${enc.encoder || enc.name || "?"} · ${MODEL.tasks.length} scores · ` +
       `uncertainty from ${MODEL.mc_samples} dropout samples`;
   } catch (e) {
     $("model-info").textContent = "model card unavailable";

@@ -1,0 +1,120 @@
+"""Split-conformal prediction intervals per task.
+
+Fitted on songs the network never trained on (the validation split): for a level ``1 - α`` the
+half-width ``q`` is the ``⌈(n + 1)(1 - α)⌉``-th smallest absolute residual of the ``n``
+labelled validation songs. For a new song exchangeable with them, ``[ŷ - q, ŷ + q]`` holds the
+true value with probability at least ``1 - α`` (and below ``1 - α + 1/(n + 1)``). Too few
+validation labels for the level (``n < 1/α - 1``) make ``q`` infinite: the interval is the
+task's whole range, which is what the evidence supports. Intervals are clipped to the range.
+
+The validation split also chose the early-stopping epoch; that selection is one number out of
+tens of epochs, and the test-split coverage stored next to ``q`` measures what it costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from apexmusic.errors import ConfigError
+from apexmusic.tasks import TASKS
+
+DEFAULT_LEVEL = 0.9
+
+
+def conformal_quantile(residuals: np.ndarray, level: float) -> float:
+    """The finite-sample-corrected ``level`` quantile of ``residuals`` (``inf`` if too few)."""
+    r = np.sort(np.asarray(residuals, np.float64)[np.isfinite(residuals)])
+    k = math.ceil((len(r) + 1) * level)
+    return float(r[k - 1]) if 1 <= k <= len(r) else math.inf
+
+
+@dataclass
+class Intervals:
+    """Half-widths per task at one level; ``coverage``/``width`` are measured on the test split."""
+
+    level: float = DEFAULT_LEVEL
+    half_width: dict[str, float] = field(default_factory=dict)
+    n_calibration: dict[str, int] = field(default_factory=dict)
+    coverage: dict[str, float | None] = field(default_factory=dict)
+    mean_width: dict[str, float | None] = field(default_factory=dict)
+    n_test: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.level < 1.0:
+            raise ConfigError(f"interval level must be in (0, 1), not {self.level}")
+
+    def bounds(self, task: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``lo``, ``hi`` arrays for ``scores`` of ``task``, clipped to the task's range."""
+        spec = TASKS[task]
+        s = np.asarray(scores, np.float64)
+        q = self.half_width[task]
+        return np.clip(s - q, spec.low, spec.high), np.clip(s + q, spec.low, spec.high)
+
+    def apply(self, scores: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """``{task: {"lo": ..., "hi": ...}}`` for every task in ``scores`` that has intervals
+        (scalars in, floats out; arrays in, arrays out)."""
+        out = {}
+        for task, value in scores.items():
+            if task not in self.half_width or value is None:
+                continue
+            lo, hi = self.bounds(task, np.atleast_1d(value))
+            scalar = np.ndim(value) == 0
+            out[task] = {"lo": float(lo[0]) if scalar else lo, "hi": float(hi[0]) if scalar else hi}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "split-conformal, absolute residuals, fitted on the validation split",
+            "level": self.level,
+            "half_width": {t: _json_float(q) for t, q in self.half_width.items()},
+            "n_calibration": self.n_calibration,
+            "coverage_test": self.coverage,
+            "mean_width_test": self.mean_width,
+            "n_test": self.n_test,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Intervals:
+        return cls(
+            level=float(d["level"]),
+            half_width={t: math.inf if q is None else float(q) for t, q in d["half_width"].items()},
+            n_calibration={t: int(n) for t, n in d.get("n_calibration", {}).items()},
+            coverage=dict(d.get("coverage_test", {})),
+            mean_width=dict(d.get("mean_width_test", {})),
+            n_test={t: int(n) for t, n in d.get("n_test", {}).items()},
+        )
+
+
+def fit_intervals(
+    tasks: tuple[str, ...], y_cal: np.ndarray, pred_cal: np.ndarray, level: float = DEFAULT_LEVEL
+) -> Intervals:
+    """Half-widths from calibration labels ``y_cal`` (NaN = missing) and predictions ``[N, T]``."""
+    intervals = Intervals(level=level)
+    for i, task in enumerate(tasks):
+        ok = np.isfinite(y_cal[:, i])
+        intervals.half_width[task] = conformal_quantile(np.abs(y_cal[ok, i] - pred_cal[ok, i]), level)
+        intervals.n_calibration[task] = int(ok.sum())
+    return intervals
+
+
+def measure(intervals: Intervals, tasks: tuple[str, ...], y: np.ndarray, pred: np.ndarray) -> Intervals:
+    """Record each task's coverage and mean width on labelled songs ``y`` / ``pred`` ``[N, T]``."""
+    for i, task in enumerate(tasks):
+        ok = np.isfinite(y[:, i])
+        intervals.n_test[task] = int(ok.sum())
+        if not ok.any() or task not in intervals.half_width:
+            intervals.coverage[task] = intervals.mean_width[task] = None
+            continue
+        lo, hi = intervals.bounds(task, pred[ok, i])
+        inside = (y[ok, i] >= lo) & (y[ok, i] <= hi)
+        intervals.coverage[task] = float(inside.mean())
+        intervals.mean_width[task] = float((hi - lo).mean())
+    return intervals
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no inf: null = the whole range
