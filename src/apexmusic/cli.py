@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ApexError as exc:
         print(f"apexmusic: {exc.kind} error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("apexmusic: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
 
 
 def _configure_logging(level: int) -> None:

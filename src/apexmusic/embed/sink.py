@@ -100,16 +100,21 @@ class StoreSink:
 
     def flush(self) -> None:
         """New songs become one new shard; a changed song's row is swapped inside its shard."""
-        stale = self.plan.stale
-        self.store.write([e for e in self.buffer if e.id not in stale])
-        self.n_written += sum(e.id not in stale for e in self.buffer)
+        # Taken out of the buffer before writing: a write cut short (a signal, a full disk)
+        # loses these songs to --resume, and a second flush can never store them twice.
+        buffer, removals, stale = self.buffer, self.removals, self.plan.stale
+        self.buffer, self.removals = [], set()
+        self.last_flush = time.monotonic()
+        fresh = [e for e in buffer if e.id not in stale]
+        self.store.write(fresh)
+        self.n_written += len(fresh)
         by_shard: dict[Path, tuple[set[str], list[SongEmbedding]]] = defaultdict(lambda: (set(), []))
-        for embedding in self.buffer:
+        for embedding in buffer:
             if embedding.id in stale:
                 drop, songs = by_shard[stale[embedding.id]]
                 drop.add(embedding.id)
                 songs.append(embedding)
-        for song_id in self.removals:
+        for song_id in removals:
             by_shard[stale[song_id]][0].add(song_id)
         for shard, (drop, songs) in by_shard.items():
             self.store.replace_rows(shard, drop, songs)
@@ -117,8 +122,6 @@ class StoreSink:
                 del stale[song_id]
             self.n_replaced += len(songs)
             self.n_written += len(songs)
-        self.buffer, self.removals = [], set()
-        self.last_flush = time.monotonic()
 
     def interrupted(self, exc: KeyboardInterrupt) -> RunInterrupted:
         """The error that reports a run stopped by a signal, once its finished songs are kept."""

@@ -307,6 +307,9 @@ class EmbeddingStore:
         except OSError as exc:
             _unlink_quietly(tmp)
             raise StoreError(f"cannot write {final}: {exc.strerror or exc}") from None
+        except BaseException:  # interrupted: no half-written temporary file stays behind
+            _unlink_quietly(tmp)
+            raise
         self._checked.add(final)
 
     def _remove_shard(self, shard: Path) -> None:
@@ -603,6 +606,9 @@ def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     except OSError as exc:
         _unlink_quietly(tmp)
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def _unlink_quietly(path: Path) -> None:
