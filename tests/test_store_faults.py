@@ -141,12 +141,15 @@ class _Stderr:
     def text(self) -> str:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
-    def wait_for_songs(self, proc: subprocess.Popen, at_least: int, timeout: float = 90.0) -> None:
+    def wait_for_songs(self, proc: subprocess.Popen, at_least: int, timeout: float = 90.0) -> bool:
+        """True once ``at_least`` songs are done; False when the process ended first."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
+        while time.monotonic() < deadline:
             done = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", self.text)]
             if done and max(done) >= at_least:
-                return
+                return True
+            if proc.poll() is not None:
+                return False
             time.sleep(0.05)
         raise AssertionError(f"no progress to {at_least} songs: {self.text[-500:]}")
 
@@ -158,7 +161,7 @@ def test_a_signal_keeps_finished_songs_and_prints_the_resume_command(signum, cor
     args = ["embed", str(corpus), "--out", str(out), *FLAGS, "--workers", "1", "--flush-seconds", "600"]
     proc = _cli(*args, start_new_session=True)
     stderr = _Stderr(proc)
-    stderr.wait_for_songs(proc, 4)
+    assert stderr.wait_for_songs(proc, 4)
     os.killpg(proc.pid, signum)  # the whole group, decoder processes too, as Ctrl-C and systemd do
     proc.wait(timeout=60)
     stderr.thread.join(10)
@@ -179,13 +182,19 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_store(corp
     out = tmp_path / "store"
     args = ["embed", str(corpus), "--out", str(out), *FLAGS, "--flush-seconds", "0.2", "--resume"]
     rng = np.random.default_rng(13)
+    kept = 0
     for _ in range(3):
         proc = _cli(*args)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=float(rng.uniform(1.0, 8.0)))
+        stderr = _Stderr(proc)
+        stderr.wait_for_songs(proc, int(rng.integers(1, 4)))  # mid-run: some songs done, more to do
+        time.sleep(float(rng.uniform(0.0, 0.3)))
         proc.kill()
         proc.wait()
-        assert verify_store(out).clean if out.exists() else True  # whole shards only, never a duplicate
+        check = verify_store(out)
+        assert check.clean and not check.bad  # whole shards only, never a song twice
+        assert kept <= check.n_rows <= 16
+        kept = check.n_rows
+    assert kept > 0  # with a 0.2 s flush, finished songs were kept across the kills
     assert main(args) == 0
     _assert_equal_to(reference, out)
 
