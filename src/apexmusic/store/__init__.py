@@ -4,7 +4,8 @@
   compatibility rule every scoring path uses.
 - :mod:`apexmusic.store.folder`: :class:`EmbeddingStore`, the folder of Parquet shards (each
   carrying its spec), ``manifest.json`` and ``failures.jsonl``.
-- :mod:`apexmusic.store.lock`: :class:`WriterLock`, one writing process per store.
+- :mod:`apexmusic.store.lock`: :class:`WriterLock`, one writing process per store;
+  :mod:`apexmusic.store.files`: atomic replace and fsync of files and folders.
 - :mod:`apexmusic.store.check`: :func:`verify_store` and :func:`repair_store` (bad shards to
   ``quarantine/``).
 """

@@ -17,13 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apexmusic.errors import StoreError
-from apexmusic.store.folder import (
-    QUARANTINE,
-    EmbeddingStore,
-    _fsync_dir,
-    repair_manifest,
-    shard_spec,
-)
+from apexmusic.store.files import fsync_dir
+from apexmusic.store.folder import QUARANTINE, EmbeddingStore, repair_manifest, shard_spec
 from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
@@ -89,8 +84,8 @@ def quarantine(check: StoreCheck) -> None:
             raise StoreError(f"cannot move {bad.shard} to {target}: {exc.strerror}") from None
         check.quarantined.append(dest)
         log.warning("quarantined %s: %s", bad.shard.name, bad.reason)
-    _fsync_dir(target)
-    _fsync_dir(check.root)
+    fsync_dir(target)
+    fsync_dir(check.root)
 
 
 def repair_store(root: str | Path) -> StoreCheck:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ConfigError, StoreError
+from apexmusic.store.files import atomic_write_json, fsync, fsync_dir, unlink_quietly
 from apexmusic.store.lock import WriterLock
 from apexmusic.store.spec import EmbeddingSpec
 
@@ -185,7 +186,7 @@ class EmbeddingStore:
         previous = self._readable_manifest()
         info = {k: v for k, v in previous.items() if k not in _SPEC_KEYS}
         info.setdefault("created", _now())
-        _atomic_write_json(self.manifest_path, manifest_for(spec, **info))
+        atomic_write_json(self.manifest_path, manifest_for(spec, **info))
         self._spec = spec
 
     def lock(self) -> None:
@@ -253,7 +254,7 @@ class EmbeddingStore:
         for key in info:
             if key in _SPEC_KEYS:
                 raise StoreError(f"manifest key {key!r} defines the vectors and cannot change")
-        _atomic_write_json(self.manifest_path, {**self.manifest(), **info})
+        atomic_write_json(self.manifest_path, {**self.manifest(), **info})
 
     def shards(self) -> list[Path]:
         return sorted(self.root.glob(SHARD_GLOB))
@@ -301,21 +302,21 @@ class EmbeddingStore:
         tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             pq.write_table(table, tmp, write_page_checksum=True)
-            _fsync(tmp)
+            fsync(tmp)
             os.replace(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise StoreError(f"cannot write {final}: {exc.strerror or exc}") from None
         except BaseException:  # interrupted: no half-written temporary file stays behind
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         self._checked.add(final)
 
     def _remove_shard(self, shard: Path) -> None:
         try:
             shard.unlink()
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
             raise StoreError(f"cannot remove {shard}: {exc.strerror}") from None
         self._checked.discard(shard)
@@ -538,7 +539,7 @@ def repair_manifest(root: str | Path) -> EmbeddingSpec:
     spec = store._spec_from_shards()
     info = {k: v for k, v in store._readable_manifest().items() if k not in _SPEC_KEYS}
     info.setdefault("created", _now())
-    _atomic_write_json(store.manifest_path, manifest_for(spec, **info, repaired=_now()))
+    atomic_write_json(store.manifest_path, manifest_for(spec, **info, repaired=_now()))
     log.info("rebuilt %s from %d shards", store.manifest_path, len(store.shards()))
     return spec
 
@@ -594,42 +595,3 @@ def _unreadable(shard: Path, exc: BaseException) -> StoreError:
         f"shard {shard} is corrupt or truncated ({detail}); `apexmusic store repair {shard.parent}` "
         "moves it to quarantine/ and `embed --resume` embeds its songs again"
     )
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (the entry lives in the directory, not the file)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
