@@ -22,7 +22,7 @@ Rows:
   + rows added by ``extra_encoder_rows`` (other encoders)
 
 Then the per-stage split of our pipeline and the peak RSS of embedding a generated 10-minute
-song in a subprocess. Targets (issues 2 and 9): our pipeline >= 2x the reference loop and
+song in a subprocess. Targets: our pipeline >= 2x the reference loop and
 >= 0.9x the bare forward, peak RSS <= 2.5 GB, whole process >= 30x real time.
 """
 

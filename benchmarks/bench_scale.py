@@ -19,7 +19,7 @@ everything after it (planning, encoder probe, actor start, decode, encode, store
 
 Then the MERT-95M FLOP count per audio second: analytic (``mert_fast.model_flops_per_second``)
 and counted by ``torch.utils.flop_counter`` on a meta-device HubertModel (no compute), the
-basis of the estimate in docs/scale.md. Target (issue 7): Ray overhead <= 15 % vs local.
+basis of the estimate in docs/scale.md. Target: Ray overhead <= 15 % vs local.
 """
 
 from __future__ import annotations

@@ -70,6 +70,17 @@ def predict_model_dir(tmp_path_factory, shared_data: Path) -> Path:
     return train_tiny_model(store, root / "model")
 
 
+@pytest.fixture(scope="session")
+def aesthetics_only_model(tmp_path_factory, shared_data: Path) -> Path:
+    """A model trained (with trust statistics) from labels without plays/likes, on the
+    handcrafted encoder: popularity is not served."""
+    from predict_fixtures import build_store, train_aesthetics_only_model
+
+    root = tmp_path_factory.mktemp("aesthetics-only")
+    store = build_store(shared_data / "real-audio", root / "real-store")
+    return train_aesthetics_only_model(store, root)
+
+
 @pytest.fixture(scope="module")
 def predictor(predict_model_dir: Path):
     """A Predictor over the session's test model, one per test module."""

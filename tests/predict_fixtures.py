@@ -106,3 +106,49 @@ def pooled_segment_scores(model, store: Path) -> dict[str, np.ndarray]:
         assert len(weights) > 1 and len(set(np.round(weights, 3))) > 1  # a short last segment
         out[song_id] = (per_segment * weights[:, None]).sum(0) / weights.sum()
     return out
+
+
+def train_aesthetics_only_model(store_dir: Path, root: Path, n_songs: int = 240, seed: int = 0) -> Path:
+    """A model trained by ``apexmusic.train`` (so with trust statistics) on jittered copies of the
+    store's song vectors, from a labels file without plays/likes: popularity is not served.
+    Returns the model directory ``root / "model"``; the labels file is ``root / "labels.csv"``."""
+    import csv
+
+    from apexmusic.data import join_labels, load_labels
+    from apexmusic.store import EmbeddingStore, SongEmbedding
+    from apexmusic.train import TrainConfig, save_training_outputs, train
+
+    real = EmbeddingStore.open(store_dir).load()
+    rng = np.random.default_rng(seed)
+    std = real.layers.std(0) + 1e-6
+    pick = np.arange(n_songs) % len(real.layers)
+    layers = (real.layers[pick] + 0.3 * std * rng.normal(size=(n_songs, *real.layers.shape[1:]))).astype(
+        np.float32
+    )
+    songs = [
+        SongEmbedding(
+            f"jit{i:04d}",
+            f"jit{i:04d}.wav",
+            "0" * 64,
+            60.0,
+            layers[i],
+            layers[i][None],
+            np.ones(1, np.float32),
+        )
+        for i in range(n_songs)
+    ]
+    store = EmbeddingStore.create(root / "store", real.spec)
+    store.write(songs)
+    mixed = layers.mean(1)
+    targets = synthetic_targets((mixed - mixed.mean(0)) / (mixed.std(0) + 1e-6), seed)
+    labels = root / "labels.csv"
+    with labels.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", *ALL_TASKS[2:]])
+        for i, song in enumerate(songs):
+            writer.writerow([song.id, *(round(float(v), 4) for v in targets[i, 2:])])
+    dataset = join_labels(EmbeddingStore(root / "store").load(), load_labels(labels))
+    config = TrainConfig(
+        epochs=12, batch_size=64, lr=1e-2, n_boot=0, device="cpu", val_fraction=0.2, test_fraction=0.2
+    )
+    return save_training_outputs(train(dataset, config), root / "model")

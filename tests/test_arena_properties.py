@@ -59,6 +59,7 @@ def _assert_same(a, b, path="$"):
 
 
 @SETTINGS
+@pytest.mark.slow  # ~10 s on 2 busy cores
 @given(battle_sets())
 def test_swapping_sides_leaves_every_metric_unchanged(battles):
     config = arena.EvalConfig(n_bootstrap=40, folds=3, gb_max_iter=5, paper=None)
@@ -122,6 +123,7 @@ def test_only_one_pair_one_winner_still_ranks_the_winner_first():
 
 
 @SETTINGS
+@pytest.mark.slow  # ~17 s on 2 busy cores
 @given(battle_sets(min_size=10, max_size=60), st.integers(0, 10_000))
 def test_bootstrap_intervals_contain_the_point_estimate(battles, seed):
     for name in ("x", "y"):

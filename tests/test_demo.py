@@ -85,12 +85,46 @@ def test_demo_model_directory_and_comparator_are_usable(demo_dir):
     assert comparator.prob_a_wins(a, b) == pytest.approx(1 - comparator.prob_a_wins(b, a))
 
 
-def test_demo_model_scores_a_song_through_predict(demo_dir, tmp_path):
+def test_demo_model_scores_a_song_through_predict(demo_dir, tmp_path, capsys):
     song = next((demo_dir / "corpus" / "audio").rglob("*.mp3"))
     out = tmp_path / "scores.jsonl"
     assert main(["-q", "predict", str(song), "--model", str(demo_dir / "model"), "--out", str(out)]) == 0
     row = json.loads(out.read_text().splitlines()[0])
     assert all(1.0 <= row[t] <= 5.0 for t in AESTHETIC_TASKS) and 0.0 <= row["score_streams"] <= 100.0
+    # provenance travels with every row and the summary says it plainly
+    model_id = json.loads((demo_dir / "model" / "config.json").read_text())["model_id"]
+    assert row["simulated_training_data"] is True and row["model_id"] == model_id
+    assert row["score_streams_lo"] <= row["score_streams"] <= row["score_streams_hi"]
+    printed = capsys.readouterr().out
+    assert f"model {model_id}: trained on simulated songs — not predictions for real music" in printed
+
+
+def test_demo_provenance_on_the_card_the_api_and_the_page(demo_dir, tmp_path):
+    from test_web import CHROMIUM, CHROMIUM_ARGS
+
+    from apexmusic.predict import Predictor
+    from apexmusic.serve import ServeConfig, background_server, create_app
+
+    config = json.loads((demo_dir / "model" / "config.json").read_text())
+    assert config["provenance"]["simulated"] is True and "/" not in config["provenance"]["labels"]
+    card = (demo_dir / "model" / "README.md").read_text()
+    top = card.split("## Model")[0]
+    assert "TRAINED ON SIMULATED SONGS — NOT PREDICTIONS FOR REAL MUSIC" in top and "simulated: true" in top
+    predictor = Predictor.from_pretrained(demo_dir / "model", mc_samples=0)
+    api = predictor.card()
+    assert api["provenance"]["simulated"] is True and str(demo_dir) not in json.dumps(api)
+    from playwright.sync_api import sync_playwright
+
+    with (
+        background_server(create_app(predictor=predictor, config=ServeConfig())) as url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#provenance.simulated")
+        assert "Trained on simulated songs — not predictions for real music" in page.inner_text("#provenance")
+        browser.close()
 
 
 class _Images(HTMLParser):
@@ -130,6 +164,7 @@ def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
         assert heading in parser.headings
     assert "http://" not in page and "https://" not in page  # no external assets
     assert "not</b> predictions for real songs" in page
+    assert "coverage, out of fold" in page and "cross-conformal" in page
 
 
 def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir, summary, tmp_path):
@@ -145,6 +180,10 @@ def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir
     # About 18 test songs here: a 90 % interval's coverage has a binomial sd of 7 points at this
     # size. The full-size demo's per-task 85-95 % is measured by benchmarks/bench_trust.py.
     assert all(0.7 <= c <= 1.0 for c in coverage.values()), coverage
+    # cross-conformal: every training + validation song calibrates and is checked out of fold
+    intervals = summary["trust"]["intervals"]
+    assert "cross-conformal" in intervals["method"] and set(intervals["n_cv"].values()) == {len_pool(summary)}
+    assert all(0.75 <= c <= 1.0 for c in intervals["coverage_cv"].values()), intervals["coverage_cv"]
     assert trust.domain.measured["rate"] <= 0.1
     real_dir = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-audio"
     embed_inputs(resolve_inputs([str(real_dir)]), tmp_path / "real", EmbedConfig(encoder="handcrafted"))
@@ -152,6 +191,11 @@ def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir
     model = ScoringModel.from_pretrained(demo_dir / "model")
     flags = trust.domain.in_domain(trust.domain.distance(head_inputs(model, real.layers)))
     assert len(flags) == 7 and (~flags).sum() >= 6, dict(zip(real.ids, flags, strict=True))
+
+
+def len_pool(summary) -> int:
+    sizes = summary["training"]["multi_task"]["split_sizes"]
+    return sizes["train"] + sizes["val"]
 
 
 def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
@@ -187,3 +231,13 @@ def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
         d = diff[group]["aesthetic_mean"]
         assert diff[group]["n"] == 60
         assert d["ci"][0] > 0 and d["ci"][0] <= d["difference"] <= d["ci"][1]
+
+
+def test_every_demo_report_figure_fits_its_labels_and_legends(demo_dir, tmp_path, monkeypatch):
+    """The figures as the demo report shows them: no clipped label, no legend over a bar, no
+    text under 8 pt (checked on the drawn figure, at the size the page shows it)."""
+    from _figures import layout_problems, report_figures
+
+    figures = report_figures(demo_dir, tmp_path / "report.html", monkeypatch)
+    assert len(figures) >= 7  # scatter, metric bars x2, mean predictor, ablation, training, arena, styles
+    assert [p for fig in figures for p in layout_problems(fig)] == []

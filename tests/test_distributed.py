@@ -23,6 +23,8 @@ from apexmusic.store import EmbeddingStore
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # every test starts a Ray instance (10-30 s on 2 busy cores)
+
 SHORT = ("acestep_hiphop_rap_shirt_song.opus", "acestep_saxphone_jazz.opus", "yue_01_en.mp3")
 # The encoder factories below are defined in this module, which Ray workers cannot import:
 # ship them by value.
@@ -300,10 +302,14 @@ def test_bad_inputs_land_in_failures_jsonl_exactly_as_with_the_local_engine(
 # ---- predict --engine ray -------------------------------------------------------------------
 
 
-def test_predict_with_ray_writes_the_local_rows(ray_session, predict_model_dir, short_songs, tmp_path):
+@pytest.mark.parametrize("model", ["predict_model_dir", "aesthetics_only_model"])
+def test_predict_with_ray_writes_the_local_rows(ray_session, model, request, short_songs, tmp_path):
+    """The same rows as the local engine, trust fields included (the aesthetics-only model
+    leaves popularity null and carries intervals and the domain alarm)."""
     from apexmusic.distributed import predict_inputs_ray
     from apexmusic.predict import PredictConfig, predict_inputs
 
+    predict_model_dir = request.getfixturevalue(model)
     songs = [*short_songs, Song("missing", str(tmp_path / "missing.mp3"))]
     config = PredictConfig(batch_size=2, mc_samples=4)
     local = predict_inputs(songs, predict_model_dir, tmp_path / "local.jsonl", config)
@@ -315,6 +321,9 @@ def test_predict_with_ray_writes_the_local_rows(ray_session, predict_model_dir, 
 
     got, want = rows(tmp_path / "ray.jsonl"), rows(tmp_path / "local.jsonl")
     assert sorted(got) == sorted(want)
+    if model == "aesthetics_only_model":
+        assert all(r["score_streams"] is None and isinstance(r["in_domain"], bool) for r in got.values())
+        assert all(r["coherence_lo"] <= r["coherence"] <= r["coherence_hi"] for r in got.values())
     for song_id, row in want.items():
         assert set(got[song_id]) == set(row)
         for key, value in row.items():

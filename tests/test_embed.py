@@ -49,6 +49,7 @@ def _songs(tmp_path, seconds=(7.0, 5.0, 3.0), sr=22050) -> list[Song]:
     return resolve_inputs([str(folder)])
 
 
+@pytest.mark.slow  # decodes all seven real songs (~21 s on 2 busy cores)
 def test_every_real_song_embeds_with_handcrafted(real_audio_files, tmp_path):
     songs = [Song(p.stem, str(p)) for p in real_audio_files]
     progress = []
@@ -182,9 +183,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["embed", str(songs[0].path), "--out", str(tmp_path / "x"), "--segment-seconds", "0"]) == 2
     assert main(["embed", str(songs[0].path), "--out", str(tmp_path / "y"), "--compat", "reference"]) == 2
     assert main(["embed", str(songs[0].path), "--out", str(tmp_path / "z"), "--encoder", "nope"]) == 2
-    with pytest.raises(SystemExit) as exit_info:
-        main(["embed", str(songs[0].path), "--out", str(tmp_path / "w"), "--precision", "fp8"])
-    assert exit_info.value.code == 2
+    assert main(["embed", str(songs[0].path), "--out", str(tmp_path / "w"), "--precision", "fp8"]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 

@@ -13,7 +13,7 @@ from test_mert import tiny, write_published_folder
 from apexmusic.embed import EmbedConfig, spec_for
 from apexmusic.encoders import Encoder, EncoderBase, load_encoder
 from apexmusic.encoders import fingerprint as fp
-from apexmusic.encoders.mert import _load, build_model
+from apexmusic.encoders.mert import build_model, load_mert
 from apexmusic.store import weights_fingerprint
 
 
@@ -30,9 +30,10 @@ def _folder(tmp_path, fmt: str = "safetensors", seed: int = 3):
     return arch, model, folder
 
 
+@pytest.mark.slow  # three MERT checkpoints written and loaded, ~14 s
 def test_mert_fingerprint_is_the_content_of_the_loaded_state_dict(tmp_path):
     arch, model, folder = _folder(tmp_path)
-    encoder = _load(arch, str(folder), "cpu", "fp32")
+    encoder = load_mert(arch, str(folder), "cpu", "fp32")
     expected = weights_fingerprint(
         {
             k.replace("parametrizations.weight.original0", "weight_g").replace(
@@ -43,34 +44,34 @@ def test_mert_fingerprint_is_the_content_of_the_loaded_state_dict(tmp_path):
     )
     assert encoder.fingerprint == expected
     _, _, bin_folder = _folder(tmp_path, "bin")  # same weights as a pickle-free .bin elsewhere
-    assert _load(arch, str(bin_folder), "cpu", "fp32").fingerprint == expected
+    assert load_mert(arch, str(bin_folder), "cpu", "fp32").fingerprint == expected
     _, _, other = _folder(tmp_path, seed=4)
-    assert _load(arch, str(other), "cpu", "fp32").fingerprint != expected
+    assert load_mert(arch, str(other), "cpu", "fp32").fingerprint != expected
 
 
 def test_the_fingerprint_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     arch, _, folder = _folder(tmp_path)
-    first = _load(arch, str(folder), "cpu", "fp32").fingerprint
+    first = load_mert(arch, str(folder), "cpu", "fp32").fingerprint
     assert len(list((tmp_path / "cache" / "fingerprints").glob("*.json"))) == 1
 
     def no_hashing(state):
         raise AssertionError("hashed again")
 
     monkeypatch.setattr(fp, "state_fingerprint", no_hashing)
-    assert _load(arch, str(folder), "cpu", "fp32").fingerprint == first  # from the cache
+    assert load_mert(arch, str(folder), "cpu", "fp32").fingerprint == first  # from the cache
     _, _, other = _folder(tmp_path, seed=5)
     weights = folder / "model.safetensors"
     shutil.copy(other / "model.safetensors", weights)  # new content under the same name
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     with pytest.raises(AssertionError, match="hashed again"):
-        _load(arch, str(folder), "cpu", "fp32")
+        load_mert(arch, str(folder), "cpu", "fp32")
 
 
 def test_random_weights_get_a_seeded_marker(tmp_path):
     arch = tiny()
-    assert _load(arch, "random", "cpu", "fp32").fingerprint == "random:mert-v1-95m:seed=0"
-    assert _load(arch, "random", "cpu", "fp32", seed=7).fingerprint == "random:mert-v1-95m:seed=7"
+    assert load_mert(arch, "random", "cpu", "fp32").fingerprint == "random:mert-v1-95m:seed=0"
+    assert load_mert(arch, "random", "cpu", "fp32", seed=7).fingerprint == "random:mert-v1-95m:seed=7"
 
 
 def test_handcrafted_has_no_weights_and_musicnn_hashes_its_state(tmp_path):

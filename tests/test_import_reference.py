@@ -21,7 +21,7 @@ TASKS = ["score_streams", "score_likes", "coherence", "musicality", "memorabilit
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# Written from the published description only (DESIGN.md), sharing no code with apexmusic.model.
+# Written from the published description only, sharing no code with apexmusic.model.
 class SharedLayer(nn.Module):
     def __init__(self, i, o, p):
         super().__init__()

@@ -59,6 +59,7 @@ def test_real_size_95m_costs_about_24_to_28_gflop_per_audio_second():
     assert per["frontend"] == pytest.approx(7.4e9, rel=0.02)
 
 
+@pytest.mark.slow  # torch.compile tracing (~23 s on 2 busy cores)
 def test_compile_flag_routes_through_torch_compile():
     arch = tiny()
     model = build_model(arch, seed=8)

@@ -33,6 +33,7 @@ def _assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: 
         assert (diff <= tol).all(), (where, song_id, diff / tol)
 
 
+@pytest.mark.slow  # five scoring paths, ~16 s on 2 busy cores
 def test_a_segment_mode_model_scores_alike_on_every_path(segment_model_setup, tmp_path):
     from fastapi.testclient import TestClient
 

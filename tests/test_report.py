@@ -94,3 +94,11 @@ def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
         write_report(tmp_path, tmp_path / "r.html")
     assert main(["report", str(tmp_path)]) == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def test_every_figure_fits_its_labels_and_legends(eval_dir, tmp_path, monkeypatch):
+    from _figures import layout_problems, report_figures
+
+    figures = report_figures(eval_dir[0], tmp_path / "report.html", monkeypatch)
+    assert len(figures) == 3  # metric bars, training curves, arena
+    assert [p for fig in figures for p in layout_problems(fig)] == []

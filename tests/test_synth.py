@@ -243,6 +243,7 @@ def tiny_corpus(tmp_path_factory):
     return generate_corpus(tmp_path_factory.mktemp("corpus") / "c", n_songs=16, seed=3, workers=1)
 
 
+@pytest.mark.slow  # renders four small corpora (~27 s on 2 busy cores)
 def test_corpus_is_deterministic_and_cached(tmp_path, tiny_corpus):
     again = generate_corpus(tmp_path / "again", n_songs=16, seed=3, workers=2)
     assert _digest(tiny_corpus.root) == _digest(again.root)
@@ -260,6 +261,7 @@ def test_corpus_is_deterministic_and_cached(tmp_path, tiny_corpus):
     assert not generate_corpus(tmp_path / "again", n_songs=16, seed=3, workers=1).cached
 
 
+@pytest.mark.slow  # shares the rendered corpus above
 def test_corpus_tables_use_the_real_data_formats(tiny_corpus):
     from apexmusic.audio import decode_mono
 

@@ -78,6 +78,32 @@ def test_intervals_clip_to_the_range_and_measure_coverage():
     assert iv.apply({"coherence": 3.0})["coherence"] == {"lo": 1.0, "hi": 5.0}
 
 
+def test_cross_conformal_calibrates_on_every_out_of_fold_residual():
+    from apexmusic.trust import Intervals, fit_cross_conformal
+
+    rng = np.random.default_rng(3)
+    tasks = ("score_likes", "clarity")
+    n = 600
+    y = np.column_stack([rng.uniform(20, 80, n), rng.uniform(2, 4, n)])
+    oof = y + rng.laplace(0, [6.0, 0.3], size=y.shape)
+    y[:50, 1] = np.nan
+    fold = np.arange(n) % 5
+    iv = fit_cross_conformal(tasks, y, oof, fold, level=0.9)
+    r = np.abs(y - oof)
+    assert iv.half_width["score_likes"] == conformal_quantile(r[:, 0], 0.9)
+    assert iv.n_calibration == {"score_likes": 600, "clarity": 550} and iv.n_cv["clarity"] == 550
+    hits = [
+        r[(fold == k) & np.isfinite(r[:, 1]), 1]
+        <= conformal_quantile(r[(fold != k) & np.isfinite(r[:, 1]), 1], 0.9)
+        for k in range(5)
+    ]
+    assert iv.cv_coverage["clarity"] == pytest.approx(np.concatenate(hits).mean())
+    assert 0.86 <= iv.cv_coverage["score_likes"] <= 0.94  # exchangeable noise: about the level
+    assert "cross-conformal" in iv.method and "5 fold models" in iv.method
+    again = Intervals.from_dict(json.loads(json.dumps(iv.to_dict())))
+    assert again.cv_coverage == iv.cv_coverage and again.method == iv.method and again.n_cv == iv.n_cv
+
+
 # ---- domain ----------------------------------------------------------------------------------
 
 
@@ -175,6 +201,8 @@ def test_training_records_basis_intervals_and_domain_and_they_round_trip(no_popu
 
     model_dir = save_training_outputs(result, tmp_path / "model")
     assert (model_dir / TRUST_JSON).is_file() and (model_dir / TRUST_ARRAYS).is_file()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, f"model files differ in mode: {modes}"
     saved = json.loads((model_dir / TRUST_JSON).read_text())
     assert saved["basis"]["status"]["score_streams"] == "not_served"
     again = ModelDir(model_dir).trust(model_id=result.model.model_id)

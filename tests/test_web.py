@@ -151,3 +151,94 @@ def test_page_reports_a_server_error(page, tmp_path):
     page.wait_for_selector("#status.error", timeout=60_000)
     assert page.inner_text("#status").startswith("Error 415")
     assert page.is_hidden("#results")
+
+
+def test_an_error_clears_the_previous_songs_results(page, shared_data, tmp_path):
+    page.set_input_files("#file-a", str(shared_data / "real-audio" / HIPHOP))
+    page.click("#submit")
+    page.wait_for_selector("#results[data-ready]", timeout=120_000)
+    assert page.query_selector_all("#score-table td[data-song=a]")
+
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("not audio at all\n" * 100)
+    page.set_input_files("#file-a", str(bad))
+    page.click("#submit")
+    page.wait_for_selector("#status.error", timeout=60_000)
+    assert page.inner_text("#status").startswith("Error 415")
+    assert page.is_hidden("#results") and page.get_attribute("#results", "data-ready") is None
+    assert page.query_selector_all("#score-table td[data-song]") == []
+    assert page.query_selector_all("#bar-chart, #timeline svg, #verdict *") == []
+
+
+def test_api_docs_render_with_no_outside_request(browser, server, tmp_path):
+    context = browser.new_context(viewport={"width": 1180, "height": 1400})
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(server) else route.abort(),
+    )
+    try:
+        page.goto(server + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        assert sorted(operations) == ["/healthz", "/v1/compare", "/v1/model", "/v1/predict"]
+        assert page.locator(".opblock-summary-path").first.is_visible()
+        shot = _keep_screenshot(page, tmp_path, "api-docs.png")
+        assert shot.stat().st_size > 10_000
+    finally:
+        context.close()
+    outside = [url for url in requested if not url.startswith(server)]
+    assert requested and outside == [], f"/docs requested other hosts: {outside}"
+    assert any("/docs-assets/" in url for url in requested)
+
+
+@pytest.fixture(scope="module")
+def trusted_server(aesthetics_only_model: Path):
+    app = create_app(predictor=Predictor.from_pretrained(aesthetics_only_model), config=ServeConfig())
+    with background_server(app) as url:
+        yield url
+
+
+def test_page_shows_not_trained_intervals_provenance_and_the_domain_banner(
+    browser, trusted_server, shared_data, tmp_path
+):
+    """A model trained without plays/likes: popularity reads "not trained", every served score
+    shows its interval, and a song unlike the training songs gets a banner."""
+    song = shared_data / "real-audio" / "acestep_female_pop.opus"  # not among the training songs
+    api = httpx.post(
+        trusted_server + "/v1/predict", files={"file": (song.name, song.read_bytes())}, timeout=120
+    ).json()
+    assert api["in_domain"] is False and api["scores"]["score_streams"] is None
+    context = browser.new_context(viewport={"width": 1180, "height": 1400})
+    page = context.new_page()
+    page.goto(trusted_server + "/")
+    page.wait_for_selector("#provenance:not([hidden])")
+    provenance = page.inner_text("#provenance")
+    assert "labels from labels.csv" in provenance and "not trained: Streams, Likes" in provenance
+    assert page.get_attribute("#provenance", "data-simulated") == "false"
+
+    page.set_input_files("#file-a", str(song))
+    page.click("#submit")
+    page.wait_for_selector("#results[data-ready]", timeout=120_000)
+    banner = page.inner_text(".warn.domain-alarm[data-song=a]")
+    assert (
+        "unlike the songs this model was trained on" in banner and f"{api['domain_distance']:.2f}" in banner
+    )
+    for task in ("score_streams", "score_likes"):
+        cell = page.query_selector(f"#score-table td[data-song=a][data-task={task}][data-kind=score]")
+        assert cell.inner_text().strip() == "not trained"
+        label = page.text_content(f"#bar-chart text.bar-label[data-song=a][data-task={task}]")
+        assert label == "not trained"
+        assert page.query_selector(f"#bar-chart rect.bar[data-task={task}]") is None
+    assert "90% interval" in page.inner_text("#score-table thead")
+    for task in ("coherence", "musicality", "memorability", "clarity", "naturalness"):
+        cell = page.query_selector(f"#score-table td[data-song=a][data-task={task}][data-kind=interval]")
+        lo, hi = api["intervals"][task]["lo"], api["intervals"][task]["hi"]
+        assert float(cell.get_attribute("data-lo")) == pytest.approx(lo, rel=1e-12)
+        assert cell.inner_text().strip() == f"{lo:.2f}–{hi:.2f}"
+        assert page.query_selector(f"#bar-chart rect.interval[data-task={task}]") is not None
+    assert len(page.query_selector_all("#timeline svg.timeline-plot")) == 1  # aesthetics only
+    _keep_screenshot(page, tmp_path, "web-trust.png")
+    context.close()

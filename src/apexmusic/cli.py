@@ -1,10 +1,13 @@
 """The ``apexmusic`` command. Only this layer prints, draws progress bars and picks exit codes.
 
-Exit status (DESIGN.md): 0 all done; 1 some inputs failed (each in the failure log, the rest
-done); 2 usage or configuration error.
+Exit status: 0 all done; 1 some inputs failed (each in the failure log, the rest done); 2 usage
+or configuration error. Every error is one line on stderr, never a traceback: library errors
+(``apexmusic.errors``) and OS errors (a path that cannot be read or written) are mapped here;
+``-v`` logs the detail behind a line, ``-vv`` the traceback of an unexpected error.
 
 Each sub-command is a ``_cmd_<name>(args) -> int`` function; its arguments are declared in
-``_build_parser``. Library errors (``apexmusic.errors``) become one line on stderr.
+``_add_<name>``. Choices and defaults come from the library (``apexmusic.choices`` and the
+owning modules); the parser is built without importing torch.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from apexmusic.errors import ApexError
+
+if TYPE_CHECKING:
+    from apexmusic.predict import PredictReport, StoreScoreReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -25,7 +32,10 @@ log = logging.getLogger("apexmusic")
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error already printed as one line (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(args.verbose - args.quiet)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
@@ -35,11 +45,81 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ApexError as exc:
-        print(f"apexmusic: {exc.kind} error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        _error(f"{exc.kind} error: {exc}")
+    except OSError as exc:
+        _error(_os_error_line(exc))
     except KeyboardInterrupt as exc:
         print("apexmusic: interrupted", file=sys.stderr)
         return 128 + getattr(exc, "signum", 2)
+    except Exception as exc:  # a bug: one line, the traceback at -vv
+        log.debug("unexpected error", exc_info=True)
+        _error(f"internal error: {type(exc).__name__}: {_first_line(str(exc))} (-vv shows the traceback)")
+    return EXIT_USAGE
+
+
+def _error(text: str) -> None:
+    """Print the first line of ``text`` as the error; log the rest (at -v)."""
+    first = _first_line(text)
+    print(f"apexmusic: {first}", file=sys.stderr)
+    rest = text.strip()[len(first) :].strip()
+    if rest:
+        log.info("detail: %s", rest)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``cannot use PATH: REASON`` for an OS error of a path the command was given."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is None:
+        return f"error: {reason}"
+    return f"error: cannot use {exc.filename}: {reason}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``apexmusic embed: error: ... (see --help)``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help line ends with its default. A flag whose default is a library
+    config's field (``action.default_from = "module:Config"``) reads it only when help is shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        default = action.default
+        if default is None and getattr(action, "default_from", None):
+            default = _config_default(action.default_from, action.dest)
+        if default is None or isinstance(default, bool):
+            return text
+        if isinstance(default, list | tuple):
+            default = " ".join(map(str, default))
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+def _config_default(source: str, field: str):
+    """The default of ``field`` in the config class ``source`` (``"module:Class"``)."""
+    import importlib
+
+    module, name = source.split(":")
+    return getattr(getattr(importlib.import_module(module), name)(), field, None)
+
+
+def _default_from(action: argparse.Action, source: str) -> None:
+    """Show ``source``'s default for ``action`` (which defaults to None: "take the config's")."""
+    action.default_from = source
 
 
 def _configure_logging(level: int) -> None:
@@ -51,9 +131,11 @@ def _configure_logging(level: int) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="apexmusic",
         description="Predict streams, likes and aesthetics of AI-generated songs from audio.",
+        epilog="Exit status: 0 all done; 1 some inputs failed (the rest done); 2 usage or "
+        "configuration error.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -75,14 +157,54 @@ def _command(add: Callable[[argparse._SubParsersAction], None]):
     return add
 
 
-def _progress_bar(total: int | None, desc: str, unit: str = "song"):
-    """A tqdm bar on stderr (disabled when stderr is not a terminal and CI is quiet)."""
-    from tqdm.auto import tqdm
+def _progress_bar(total: int | None, desc: str, unit: str = "song") -> _LazyBar:
+    """A tqdm bar on stderr, drawn at the first progress report; none when stderr is not a
+    terminal or with ``-q``."""
+    quiet = log.getEffectiveLevel() > logging.WARNING
+    return _LazyBar(
+        total=total,
+        desc=desc,
+        unit=unit,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5,
+        disable=True if quiet else None,  # None: tqdm draws only on a terminal
+    )
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+class _LazyBar:
+    """A tqdm bar made on first use, so that an error found while a command sets up (a bad
+    setting, an existing output) is never preceded by an empty bar."""
+
+    def __init__(self, **options) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_bar", None)
+
+    def _tqdm(self):
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            object.__setattr__(self, "_bar", tqdm(**self._options))
+        return self._bar
+
+    def __getattr__(self, name: str):
+        return getattr(self._tqdm(), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._tqdm(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> _LazyBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
-# === embed (issue 2) ===
+# === embed ===
 
 
 @_command
@@ -93,25 +215,40 @@ def _add_embed(sub):
         description="Decode, segment and encode songs into DIR (Parquet shards, manifest.json, "
         "failures.jsonl). Songs that fail are logged in failures.jsonl and the rest are kept.",
     )
+    from apexmusic.choices import DEFAULT_MAX_SECONDS
+    from apexmusic.devices import PRECISIONS
+    from apexmusic.encoders import available_encoders
+
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders, globs or manifests")
     p.add_argument("--out", required=True, metavar="DIR", help="embedding store folder")
+    p.add_argument("--encoder", default="handcrafted", choices=available_encoders(), help="encoder")
     p.add_argument(
-        "--encoder", default="handcrafted", help="handcrafted (default), mert-v1-95m, mert-v1-330m, ..."
+        "--weights", help="PATH, HUB_ID or 'random' (timing and tests only) (default: the encoder's own)"
     )
-    p.add_argument("--weights", help="PATH, HUB_ID or 'random' (timing and tests only)")
-    p.add_argument("--segment-seconds", type=float, default=30.0, help="segment length (default 30)")
+    p.add_argument("--segment-seconds", type=float, default=30.0, help="segment length in seconds")
     p.add_argument("--hop-seconds", type=float, default=None, help="segment hop (default: no overlap)")
-    p.add_argument("--batch-size", type=int, default=None, help="segments per encoder call")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="segments per encoder call (default: the encoder's)"
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the encoder runs")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the encoder's arithmetic")
     p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
+    )
     _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
-    p.add_argument("--workers", type=int, default=None, help="decoder processes (0: decode in-process)")
     p.add_argument(
-        "--max-seconds", type=float, default=3600.0, help="fail longer songs (default 3600; 0: no limit)"
+        "--workers",
+        type=int,
+        default=None,
+        help="decoder processes (0: decode in-process; default: by cores)",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="fail longer songs (0: no limit)"
     )
     p.add_argument(
         "--flush-seconds",
@@ -165,6 +302,7 @@ def _signals_stop_the_run():
 def _embed(args) -> int:
     from apexmusic.embed import FLUSH_SECONDS, EmbedConfig, embed_inputs
     from apexmusic.sources import resolve_inputs
+    from apexmusic.store import EmbeddingStore
 
     config = EmbedConfig(
         encoder=args.encoder,
@@ -200,11 +338,7 @@ def _embed(args) -> int:
             )
         else:
             report = embed_inputs(songs, args.out, config, on_progress=on_progress)
-    for failure in report.failures:
-        print(
-            f"apexmusic: failed {failure.id} ({failure.path}): {failure.kind}: {failure.message}",
-            file=sys.stderr,
-        )
+    _print_failures(report.failures)
     wall = max(report.wall_seconds, 1e-9)
     print(
         f"embedded {report.n_done} songs ({report.audio_seconds / 3600:.2f} h of audio) in {wall:.1f} s: "
@@ -215,13 +349,16 @@ def _embed(args) -> int:
         + f" -> {args.out}"
     )
     if report.n_failed:
-        print(f"apexmusic: {report.n_failed} songs failed; see {args.out}/failures.jsonl", file=sys.stderr)
+        log_file = EmbeddingStore(args.out).failures_path
+        print(f"apexmusic: {report.n_failed} songs failed; see {log_file}", file=sys.stderr)
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
 
 
 @_command
 def _add_store(sub):
-    p = sub.add_parser("store", help="inspect and mend embedding stores")
+    p = sub.add_parser(
+        "store", help="inspect and mend embedding stores", description="Inspect and mend embedding stores."
+    )
     store_sub = p.add_subparsers(dest="store_command", metavar="STORE_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
     r = store_sub.add_parser(
@@ -291,6 +428,20 @@ def _print_store_check(check) -> None:
     )
 
 
+def _print_failures(failures) -> None:
+    """One line on stderr per failed input: ``apexmusic: failed ID (PATH): KIND: MESSAGE``."""
+    for failure in failures:
+        message = _first_line(failure.message)
+        print(f"apexmusic: failed {failure.id} ({failure.path}): {failure.kind}: {message}", file=sys.stderr)
+
+
+def _existing(*paths) -> str:
+    """The paths that exist, joined for a summary line ("" when none does)."""
+    from pathlib import Path
+
+    return ", ".join(str(p) for p in paths if p and Path(p).exists())
+
+
 def _run_on_ray(engine_function: str, *positional, args, on_progress):
     """Call ``apexmusic.distributed.<engine_function>`` with the ``--ray-*`` flags."""
     from apexmusic.errors import ConfigError
@@ -308,8 +459,15 @@ def _run_on_ray(engine_function: str, *positional, args, on_progress):
     )
 
 
+def _port(text: str) -> int:
+    """A TCP port number, for argparse."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return int(text)
+
+
 def _add_ray_sizing_args(p) -> None:
-    """Flags of the Ray engine (issue 7): the encoder actor pool."""
+    """Flags of the Ray engine: the encoder actor pool."""
     p.add_argument(
         "--ray-concurrency",
         type=int,
@@ -326,12 +484,19 @@ def _add_ray_sizing_args(p) -> None:
     )
 
 
-# === train / evaluate / grid / import-reference (issue 3) ===
+# === train / evaluate / grid / import-reference ===
 
 
 def _add_training_args(p, grid: bool = False) -> None:
-    """Flags shared by `train` and `grid`. Flags left out take TrainConfig's defaults (the published
-    recipe); they are not read here so that building the parser does not import torch."""
+    """Flags shared by `train` and `grid`. A flag left out takes TrainConfig's default (the
+    published recipe); those defaults are read only when help is shown, so that building the
+    parser does not import torch."""
+    from apexmusic.choices import COHORTS, LABEL_PRESETS, LOSSES, MIXINGS, POOLINGS, SPLITS, TRAIN_PRECISIONS
+    from apexmusic.tasks import TASK_SETS
+
+    def recipe(*flags, **kwargs) -> None:
+        _default_from(p.add_argument(*flags, default=None, **kwargs), "apexmusic.train:TrainConfig")
+
     p.add_argument("--embeddings", required=True, help="embedding store folder (apexmusic embed --out)")
     p.add_argument(
         "--labels",
@@ -343,34 +508,28 @@ def _add_training_args(p, grid: bool = False) -> None:
     p.add_argument(
         "--preset",
         default="auto",
-        choices=["auto", "suno", "udio", "plain", "songeval"],
-        help="labels column mapping (default: detect from the columns)",
+        choices=LABEL_PRESETS,
+        help="labels column mapping (auto: detect from the columns)",
     )
     if not grid:
-        p.add_argument("--task", default=None, choices=["full", "popularity"])
-        p.add_argument("--loss", default=None, choices=["equal", "weighted", "uncertainty"])
-        p.add_argument("--shared", default=None, type=int, choices=[2, 3])
-        p.add_argument("--mode", default=None, choices=["song", "segment"])
-    p.add_argument(
-        "--mixing",
-        default=None,
-        choices=["reference", "mean", "learned"],
-        help="how stored hidden states become one vector (default: learned)",
-    )
-    p.add_argument("--split", default=None, choices=["random", "creator", "time"])
-    p.add_argument("--val-fraction", type=float, default=None)
-    p.add_argument("--test-fraction", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
-    p.add_argument(
+        recipe("--task", choices=tuple(TASK_SETS), help="tasks: all seven or streams and likes only")
+        recipe("--loss", choices=LOSSES, help="how the per-task losses combine")
+        recipe("--shared", type=int, choices=(2, 3), help="shared trunk layers")
+        recipe("--mode", choices=POOLINGS, help="train on song vectors or on segment vectors")
+    recipe("--mixing", choices=MIXINGS, help="how stored hidden states become one vector")
+    recipe("--split", choices=SPLITS, help="how songs are split into train / validation / test")
+    recipe("--val-fraction", type=float, help="share of songs held out for validation")
+    recipe("--test-fraction", type=float, help="share of songs held out for the test")
+    recipe("--epochs", type=int, help="training epochs")
+    recipe("--batch-size", type=int, help="songs per optimiser step")
+    recipe("--lr", type=float, help="AdamW learning rate")
+    recipe("--weight-decay", type=float, help="AdamW weight decay")
+    recipe("--patience", type=int, help="early stopping patience (epochs)")
+    recipe("--seed", type=int, help="seed of the split and the initialisation")
+    recipe("--device", help="auto | cpu | cuda[:N]")
+    recipe(
         "--precision",
-        default=None,
-        choices=["auto", "fp32", "bf16"],
+        choices=TRAIN_PRECISIONS,
         help="auto: bf16 matmuls where the hardware runs them natively (AVX512-BF16/AMX CPUs, GPUs), "
         "else fp32; fp32 is the paper's arithmetic exactly",
     )
@@ -390,15 +549,13 @@ def _add_training_args(p, grid: bool = False) -> None:
     p.add_argument(
         "--cohort",
         default="none",
-        choices=["none", "week", "month"],
+        choices=COHORTS,
         help="take popularity percentiles within creation-time cohorts",
     )
-    p.add_argument(
-        "--n-boot",
-        type=int,
-        default=200 if grid else None,
-        help="bootstrap resamples for the 95%% intervals",
-    )
+    if grid:
+        p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the 95%% intervals")
+    else:
+        recipe("--n-boot", type=int, help="bootstrap resamples for the 95%% intervals")
 
 
 def _train_config(args, **overrides):
@@ -437,15 +594,20 @@ def _popularity_config(args):
 
 @_command
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a scoring model on an embedding store and labels")
+    p = sub.add_parser(
+        "train",
+        help="train a scoring model on an embedding store and labels",
+        description="Train the multi-task head on the songs of an embedding store that have labels, "
+        "with the published recipe unless flags say otherwise. Writes a model directory (config.json, "
+        "model.safetensors, README.md card), train_log.jsonl and the held-out evaluation.",
+    )
     _add_training_args(p)
     p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args) -> int:
-    from pathlib import Path
-
     from apexmusic.data import load_dataset
+    from apexmusic.paths import output_dir
     from apexmusic.train import save_training_outputs, train
 
     config = _train_config(args)
@@ -462,8 +624,7 @@ def _cmd_train(args) -> int:
         f"{dataset.n_missing_songs} label rows without a song)",
         file=sys.stderr,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     with _progress_bar(config.epochs, "train", unit="epoch") as bar:
 
         def progress(record: dict) -> None:
@@ -485,20 +646,33 @@ def _cmd_train(args) -> int:
 
 @_command
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="held-out metrics of a model on labelled embeddings")
+    from apexmusic.choices import COHORTS, LABEL_PRESETS
+
+    p = sub.add_parser(
+        "evaluate",
+        help="held-out metrics of a model on labelled embeddings",
+        description="Score every labelled song of an embedding store with a model and compare with "
+        "the labels: Spearman (with bootstrap 95%% intervals), MAE and R2 per task, rankings and "
+        "per-platform metrics, written to OUT/metrics.json, rankings.json and per_platform.json.",
+    )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--embeddings", required=True, help="embedding store folder")
     p.add_argument("--labels", required=True, nargs="+", help="labels file(s)")
     p.add_argument("--out", required=True, help="folder for metrics.json, rankings.json, per_platform.json")
-    p.add_argument("--preset", default="auto", choices=["auto", "suno", "udio", "plain", "songeval"])
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--preset", default="auto", choices=LABEL_PRESETS, help="labels column mapping")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument(
         "--popularity-exponent",
         type=float,
         default=None,
-        help="default: the exponent the model was trained with",
+        help="power applied to the within-platform percentile (default: the model's training value)",
     )
-    p.add_argument("--cohort", default=None, choices=["none", "week", "month"])
+    p.add_argument(
+        "--cohort",
+        default=None,
+        choices=COHORTS,
+        help="popularity percentiles within cohorts (default: the model's training value)",
+    )
     p.set_defaults(handler=_cmd_evaluate)
 
 
@@ -537,7 +711,13 @@ def _cmd_evaluate(args) -> int:
 
 @_command
 def _add_grid(sub):
-    p = sub.add_parser("grid", help="the 24 published conditions (mode x task x loss x shared depth)")
+    p = sub.add_parser(
+        "grid",
+        help="the 24 published conditions (mode x task x loss x shared depth)",
+        description="Train and evaluate every combination of mode (song, segment), task set (full, "
+        "popularity), loss (equal, weighted, uncertainty) and shared depth (2, 3) on one split; "
+        "writes OUT/grid.csv, OUT/grid.md and one model folder per condition.",
+    )
     _add_training_args(p, grid=True)
     p.set_defaults(handler=_cmd_grid)
 
@@ -558,9 +738,15 @@ def _cmd_grid(args) -> int:
 
 @_command
 def _add_import_reference(sub):
-    p = sub.add_parser("import-reference", help="convert the reference best_model.pt into a model directory")
-    p.add_argument("checkpoint", help="best_model.pt of the reference implementation")
-    p.add_argument("model_dir", help="model directory to write")
+    p = sub.add_parser(
+        "import-reference",
+        help="convert the reference best_model.pt into a model directory",
+        description="Convert the reference implementation's best_model.pt (read with "
+        "torch.load(weights_only=True), nothing unpickled) into a model directory that predict, "
+        "evaluate and serve load; it records the published MERT weights it expects.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best_model.pt of the reference implementation")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory to write")
     p.add_argument(
         "--n-layers",
         type=int,
@@ -584,7 +770,7 @@ def _cmd_import_reference(args) -> int:
     return EXIT_OK
 
 
-# === predict / compare / serve (issue 5) ===
+# === predict / compare / serve ===
 
 
 @_command
@@ -596,12 +782,18 @@ def _add_predict(sub):
         "the scores, their <task>_std uncertainties, model_id, duration_s, tags when available). "
         "With --embeddings STORE, re-score an existing embedding store without touching audio.",
     )
+    from apexmusic.choices import OUTPUT_DIGITS
+
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="audio files, folders, globs or manifests")
     _add_model_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
     p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (--engine ray)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
+    )
     _add_ray_sizing_args(p)
     p.add_argument("--resume", action="store_true", help="skip ids already in --out and append")
     p.add_argument(
@@ -611,15 +803,26 @@ def _add_predict(sub):
         help="songs per model call and output flush (default 8; 65536 rows with --embeddings)",
     )
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
-    p.add_argument("--max-seconds", type=float, default=None, help="fail songs longer than this")
+    p.add_argument(
+        "--max-seconds", type=float, default=None, help="fail songs longer than this (default: no limit)"
+    )
+    p.add_argument(
+        "--full-precision",
+        action="store_true",
+        help=f"write JSONL/CSV floats in full (default: {OUTPUT_DIGITS} significant digits; Parquet "
+        "is always full)",
+    )
     p.set_defaults(handler=_cmd_predict)
 
 
 def _add_model_args(p) -> None:
     """Flags of the commands that load a model directory (predict, compare, serve)."""
     p.add_argument("--model", required=True, metavar="DIR", help="model directory")
-    p.add_argument("--weights", help="override the encoder weights named by the model (e.g. a local folder)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--weights",
+        help="encoder weights instead of those the model names, e.g. a local folder (default: the model's)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
 
 def _cmd_predict(args) -> int:
@@ -629,6 +832,7 @@ def _cmd_predict(args) -> int:
         raise ConfigError("--batch-size must be >= 1")
     if args.mc_samples < 0:
         raise ConfigError("--mc-samples must be >= 0")
+    _check_predict_paths(args)
     if args.embeddings:
         if args.inputs:
             raise ConfigError("give INPUTs or --embeddings STORE, not both")
@@ -646,6 +850,7 @@ def _cmd_predict(args) -> int:
         mc_samples=args.mc_samples,
         resume=args.resume,
         max_seconds=args.max_seconds,
+        full_precision=args.full_precision,
     )
     with _progress_bar(len(songs), "predict") as bar:
         if args.engine == "ray":
@@ -656,13 +861,33 @@ def _cmd_predict(args) -> int:
             from apexmusic.predict import predict_inputs
 
             report = predict_inputs(songs, args.model, args.out, config, on_progress=bar.update)
+    _print_failures(report.failures)
+    written = _existing(args.out)
     print(
         f"scored {report.n_done} songs, {report.n_failed} failed, {report.n_skipped} already done "
-        f"in {report.wall_seconds:.1f} s -> {args.out}"
+        f"in {report.wall_seconds:.1f} s" + (f" -> {written}" if written else "")
     )
+    _print_trust_summary(args.model, report)
     if report.n_failed:
-        print(f"failures: {report.failures_file}", file=sys.stderr)
+        log_file = _existing(report.failures_file)
+        print(
+            f"apexmusic: {report.n_failed} songs failed" + (f"; see {log_file}" if log_file else ""),
+            file=sys.stderr,
+        )
     return EXIT_PARTIAL if report.n_failed else EXIT_OK
+
+
+def _check_predict_paths(args) -> None:
+    """Refuse a bad output name, model or store before any progress bar is drawn."""
+    from apexmusic.model import ModelDir
+    from apexmusic.predict.writers import output_format
+
+    output_format(args.out)
+    ModelDir(args.model).read_config()
+    if args.embeddings:
+        from apexmusic.store import EmbeddingStore
+
+        EmbeddingStore.open(args.embeddings)
 
 
 def _predict_store(args) -> int:
@@ -670,15 +895,44 @@ def _predict_store(args) -> int:
 
     with _progress_bar(None, "score store") as bar:
         report = score_store(
-            args.embeddings, args.model, args.out, batch_size=args.batch_size or 65536, on_progress=bar.update
+            args.embeddings,
+            args.model,
+            args.out,
+            batch_size=args.batch_size or 65536,
+            on_progress=bar.update,
+            full_precision=args.full_precision,
         )
     print(f"scored {report.n_rows} songs from {args.embeddings} in {report.wall_seconds:.2f} s -> {args.out}")
+    _print_trust_summary(args.model, report)
     return EXIT_OK
+
+
+def _print_trust_summary(model_dir: str, report: PredictReport | StoreScoreReport) -> None:
+    """The model's provenance, tasks left empty and songs unlike the training data, plainly."""
+    from apexmusic.model import ModelDir
+    from apexmusic.model.provenance import describe
+
+    folder = ModelDir(model_dir)
+    model_id = report.model_id or str(folder.read_config().get("model_id", ""))
+    print(f"model {model_id}: {describe(folder.provenance())}")
+    if report.not_served:
+        print(f"not trained (empty in the output): {', '.join(report.not_served)}")
+    if report.n_domain_checked:
+        print(
+            f"{report.n_out_of_domain} of {report.n_domain_checked} songs are unlike the training data "
+            "(in_domain false): their scores are extrapolations"
+        )
 
 
 @_command
 def _add_compare(sub):
-    p = sub.add_parser("compare", help="probability that listeners prefer song A over song B")
+    p = sub.add_parser(
+        "compare",
+        help="probability that listeners prefer song A over song B",
+        description="Score two songs and estimate the probability that listeners prefer A: with the "
+        "model's arena-trained comparator when it ships one, else an uncalibrated logistic of the "
+        "mean standardised score difference. Prints both songs' scores side by side.",
+    )
     p.add_argument("a", metavar="A", help="audio file A")
     p.add_argument("b", metavar="B", help="audio file B")
     _add_model_args(p)
@@ -697,7 +951,7 @@ def _cmd_compare(args) -> int:
     try:
         result = predictor.compare(args.a, args.b)
     except (AudioDecodeError, AudioContentError, InputError) as exc:
-        print(f"apexmusic: {exc.kind} error: {exc}", file=sys.stderr)
+        _error(f"{exc.kind} error: {exc}")
         return EXIT_PARTIAL
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -707,19 +961,39 @@ def _cmd_compare(args) -> int:
         if result.method == "comparator"
         else "fallback: logistic of mean standardised score difference, uncalibrated"
     )
-    print(f"P(listeners prefer A) = {result.prob_a:.3f}   [{method}]")
-    print(f"{'score':<14}{'A':>10}{'B':>10}")
+    name_a, name_b = _column_names(args.a, args.b)
+    print(f"P(listeners prefer {name_a} to {name_b}) = {result.prob_a:.3f}   [{method}]")
+    width = max(10, len(name_a) + 2, len(name_b) + 2)
+    print(f"{'score':<14}{name_a:>{width}}{name_b:>{width}}")
     for task in predictor.tasks:
-        print(f"{task:<14}{result.a.scores[task]:>10.2f}{result.b.scores[task]:>10.2f}")
+        a, b = result.a.scores[task], result.b.scores[task]
+        cells = [f"{'not trained':>{width}}" if v is None else f"{v:>{width}.2f}" for v in (a, b)]
+        print(f"{task:<14}{''.join(cells)}")
+    for key, pred in ((name_a, result.a), (name_b, result.b)):
+        if pred.in_domain is False:
+            print(f"song {key} is unlike the training data (in_domain false): its scores are extrapolations")
     return EXIT_OK
+
+
+def _column_names(a: str, b: str) -> tuple[str, str]:
+    """Short names of two songs: their file names, prefixed A:/B: when those are equal."""
+    from pathlib import Path
+
+    name_a, name_b = Path(a).name or a, Path(b).name or b
+    return (f"A:{name_a}", f"B:{name_b}") if name_a == name_b else (name_a, name_b)
 
 
 @_command
 def _add_serve(sub):
-    p = sub.add_parser("serve", help="HTTP API and web page for scoring uploads")
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API and web page for scoring uploads",
+        description="Serve the model over HTTP: a web page at /, the JSON API under /v1 and its "
+        "documentation at /docs. Uploads are scored in memory; no path a request names is opened.",
+    )
     _add_model_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port to listen on")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload per file")
     p.add_argument("--max-seconds", type=float, default=900.0, help="longest accepted song")
     p.add_argument("--max-concurrency", type=int, default=2, help="songs scored at once")
@@ -730,6 +1004,7 @@ def _add_serve(sub):
 
 def _cmd_serve(args) -> int:
     from apexmusic.errors import ConfigError
+    from apexmusic.model import ModelDir
     from apexmusic.serve import ServeConfig, run_server
 
     if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
@@ -743,19 +1018,25 @@ def _cmd_serve(args) -> int:
         weights=args.weights,
         device=args.device,
     )
+    ModelDir(args.model).read_config()  # a bad model is one line here, not a failed server start
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     run_server(args.model, host=args.host, port=args.port, config=config)
     return EXIT_OK
 
 
-# === arena (issue 6) ===
+# === arena ===
 
 
 @_command
 def _add_arena(sub):
-    from apexmusic.arena.config import SUBSETS
+    from apexmusic.choices import ARENA_SUBSETS
 
-    p = sub.add_parser("arena", help="pairwise human-preference evaluation and Bradley–Terry leaderboards")
+    p = sub.add_parser(
+        "arena",
+        help="pairwise human-preference evaluation and Bradley–Terry leaderboards",
+        description="Pairwise human-preference evaluation (Music Arena battles) and Bradley–Terry "
+        "leaderboards.",
+    )
     arena_sub = p.add_subparsers(dest="arena_command", metavar="ARENA_COMMAND")
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
 
@@ -767,10 +1048,10 @@ def _add_arena(sub):
     )
     e.add_argument("--battles", required=True, metavar="FILE", help="battles: csv/json/jsonl/parquet/folder")
     e.add_argument("--scores", metavar="FILE", help="scores file of `apexmusic predict`, joined on audio ids")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR", help="folder for the metrics and the plot")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     e.add_argument("--folds", type=int, default=10, help="cross-validation folds of the learned models")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed of the resamples and folds")
     e.add_argument("--no-pairs", action="store_true", help="skip the per-system-pair breakdown")
     e.add_argument(
         "--no-paper", action="store_true", help="skip the paper's five classifiers (paper_protocol)"
@@ -784,13 +1065,13 @@ def _add_arena(sub):
         "(--scores or <name>_a/<name>_b columns) also DIR/predicted_leaderboard.csv and "
         "DIR/leaderboard.json (Spearman / Kendall of each score's system ranking vs the human board).",
     )
-    lb.add_argument("--battles", required=True, metavar="FILE")
-    lb.add_argument("--out", required=True, metavar="DIR")
+    lb.add_argument("--battles", required=True, metavar="FILE", help="battles: csv/json/jsonl/parquet/folder")
+    lb.add_argument("--out", required=True, metavar="DIR", help="folder for the leaderboards and the plot")
     lb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     lb.add_argument("--min-votes", type=int, default=30, help="list only systems with this many votes")
     lb.add_argument(
         "--subset",
-        choices=SUBSETS,
+        choices=ARENA_SUBSETS,
         default="all",
         help="an official board: battles by is_instrumental, then Music Arena's lyrics-capability rule",
     )
@@ -801,7 +1082,7 @@ def _add_arena(sub):
     )
     lb.add_argument("--scores", metavar="FILE", help="scores file for the predicted leaderboard")
     lb.add_argument("--score-name", metavar="NAME", help="score that ranks the predicted leaderboard")
-    lb.add_argument("--seed", type=int, default=0)
+    lb.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     lb.set_defaults(handler=_cmd_arena_leaderboard)
 
 
@@ -809,6 +1090,14 @@ def _load_arena_battles(args):
     from apexmusic import arena
 
     battles = arena.load_battles(args.battles)
+    if not len(battles) and battles.invalid:
+        from apexmusic.errors import DataError
+
+        first = battles.invalid[0]
+        raise DataError(
+            f"{args.battles} holds no usable battle ({len(battles.invalid)} rows; "
+            f"row {first['row']}: {first['reason']})"
+        )
     join = None
     if args.scores:
         battles, join = arena.attach_scores(battles, arena.load_scores(args.scores))
@@ -824,9 +1113,8 @@ def _load_arena_battles(args):
 
 
 def _cmd_arena_eval(args) -> int:
-    from pathlib import Path
-
     from apexmusic import arena
+    from apexmusic.paths import output_dir
 
     config = arena.EvalConfig(
         n_bootstrap=args.bootstrap,
@@ -835,10 +1123,9 @@ def _cmd_arena_eval(args) -> int:
         by_pair=not args.no_pairs,
         paper=None if args.no_paper else arena.PaperConfig(),
     )
+    out = output_dir(args.out)
     battles, join = _load_arena_battles(args)
     metrics = arena.evaluate_arena(battles, config, join)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     arena.write_json(metrics, out / "arena_metrics.json")
     arena.plot_rule_accuracy(metrics["rules"], out / "arena_accuracy.png")
     counts = metrics["data"]
@@ -877,12 +1164,11 @@ def _cmd_arena_eval(args) -> int:
 
 
 def _cmd_arena_leaderboard(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from apexmusic import arena
     from apexmusic.errors import ConfigError
+    from apexmusic.paths import output_dir
 
     config = arena.LeaderboardConfig(
         n_bootstrap=args.bootstrap,
@@ -891,18 +1177,25 @@ def _cmd_arena_leaderboard(args) -> int:
         subset=args.subset,
         lyrics_filter=not args.no_lyrics_filter,
     )
+    out = output_dir(args.out)
     battles, join = _load_arena_battles(args)
     battles = arena.leaderboard_battles(battles, config)
     with _progress_bar(args.bootstrap, "bootstrap", unit="resample") as bar:
         rows = arena.arena_leaderboard(battles, config, on_progress=lambda done, total: bar.update(1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     arena.write_leaderboard_csv(rows, out / "leaderboard.csv")
     if rows:
         arena.plot_leaderboard(rows, out / "leaderboard.png", title=f"Arena leaderboard ({args.subset})")
     for rank, r in enumerate(rows, start=1):
         ci = f"[{r.ci_low:7.1f}, {r.ci_high:7.1f}]"
         print(f"{rank:3d}  {r.system:28s} {r.score:7.1f}  {ci}  votes {r.votes}")
+    listed = {r.system for r in rows}
+    hidden = sorted(
+        ((n, v) for n, v in arena.system_votes(battles).items() if n not in listed),
+        key=lambda nv: (-nv[1], nv[0]),
+    )
+    if hidden:
+        names = ", ".join(f"{n} ({v} votes)" for n, v in hidden)
+        print(f"not listed (fewer than --min-votes {args.min_votes}): {names}")
     if battles.score_names:  # from --scores or <name>_a/<name>_b columns of the battles
         pred = arena.predicted_leaderboard(battles, rows)
         names = list(pred["correlations"])
@@ -920,7 +1213,7 @@ def _cmd_arena_leaderboard(args) -> int:
     return EXIT_PARTIAL if bad else EXIT_OK
 
 
-# === demo / report (issue 4) ===
+# === demo / report ===
 
 
 @_command
@@ -933,12 +1226,16 @@ def _add_demo(sub):
         "styles, run the arena evaluation and write DIR/model, DIR/summary.json and DIR/report.html. "
         "The data are simulated: the numbers are not predictions for real songs.",
     )
-    p.add_argument("--out", default="apexmusic-demo", help="output folder (default: apexmusic-demo)")
-    p.add_argument("--songs", type=int, default=600, help="corpus size (default 600; 240 runs in minutes)")
-    p.add_argument("--encoder", default="handcrafted", help="handcrafted (default) | musicnn-msd | ...")
-    p.add_argument("--weights", default=None, help="encoder weights (a folder, file or hub id)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 80)")
+    from apexmusic.encoders import available_encoders
+
+    p.add_argument("--out", default="apexmusic-demo", help="output folder")
+    p.add_argument("--songs", type=int, default=600, help="corpus size (240 runs in minutes)")
+    p.add_argument("--encoder", default="handcrafted", choices=available_encoders(), help="encoder")
+    p.add_argument(
+        "--weights", default=None, help="encoder weights: a folder, file or hub id (default: the encoder's)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="corpus seed")
+    _default_from(p.add_argument("--epochs", type=int, help="training epochs"), "apexmusic.demo:DemoConfig")
     p.add_argument(
         "--compare-encoders",
         nargs="?",
@@ -948,7 +1245,9 @@ def _add_demo(sub):
         help="also run the pipeline with these encoders (default musicnn-msd) and compare held-out metrics",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
-    p.add_argument("--workers", type=int, default=None, help="processes rendering the corpus")
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes rendering the corpus (default: by cores)"
+    )
     p.set_defaults(handler=_cmd_demo)
 
 
@@ -1054,8 +1353,8 @@ def _add_report(sub):
         help="write a self-contained HTML report of an evaluation folder",
         description="EVAL_DIR may be a demo folder, an evaluate/arena output folder or a model folder.",
     )
-    p.add_argument("eval_dir", metavar="EVAL_DIR")
-    p.add_argument("--out", default=None, help="HTML file (default EVAL_DIR/report.html)")
+    p.add_argument("eval_dir", metavar="EVAL_DIR", help="demo, evaluate, arena or model folder")
+    p.add_argument("--out", default=None, help="HTML file (default: EVAL_DIR/report.html)")
     p.set_defaults(handler=_cmd_report)
 
 

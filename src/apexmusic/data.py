@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.choices import LABEL_PRESETS, SPLITS
 from apexmusic.errors import ConfigError, DataError, InputError
 from apexmusic.sources import read_rows
 from apexmusic.store import StoreData
@@ -28,8 +29,6 @@ from apexmusic.targets import PopularityConfig, aggregate_ratings, popularity_sc
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("random", "creator", "time")
 
 
 @dataclass
@@ -176,7 +175,7 @@ def load_labels(
         if preset == "songeval":
             return songeval_labels(records, source=str(path))
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose from {[*PRESETS, 'songeval', 'auto']}")
+            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(LABEL_PRESETS)}")
         column_map = PRESETS[preset]
     popularity = popularity or PopularityConfig()
     table = table_labels(records, column_map, popularity)

@@ -54,6 +54,16 @@ class RaySettings:
     decode_songs_per_task: int = 8  # songs per decode task (retry granularity)
     max_retries: int = 3  # re-runs of a task whose worker died; then its songs fail, the run goes on
 
+    def __post_init__(self) -> None:
+        for name in ("num_cpus", "concurrency"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.num_gpus_per_actor is not None and not self.num_gpus_per_actor >= 0:
+            raise ConfigError(f"num_gpus_per_actor must be >= 0, got {self.num_gpus_per_actor}")
+        if not self.decode_cpus > 0 or self.decode_songs_per_task < 1 or self.max_retries < 0:
+            raise ConfigError("decode_cpus > 0, decode_songs_per_task >= 1 and max_retries >= 0 are required")
+
 
 @dataclass
 class _Plan:

@@ -8,7 +8,6 @@ counts weighted by each song's multiplicity, which is exactly tau-b of the resam
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,9 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from apexmusic.jsonio import write_json
+from apexmusic.paths import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -182,22 +184,9 @@ def _ranked(ids: list[str], y_true: np.ndarray, y_pred: np.ndarray, k: int) -> d
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> Path:
     """``metrics.json`` (``{task: {metric: value}}``), ``rankings.json``, ``per_platform.json``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(_finite(evaluation.metrics), indent=2))
-    (out_dir / "rankings.json").write_text(json.dumps(_finite(evaluation.rankings), indent=2))
+    output_dir(out_dir)
+    write_json(evaluation.metrics, out_dir / "metrics.json")
+    write_json(evaluation.rankings, out_dir / "rankings.json")
     if evaluation.per_platform:
-        (out_dir / "per_platform.json").write_text(json.dumps(_finite(evaluation.per_platform), indent=2))
+        write_json(evaluation.per_platform, out_dir / "per_platform.json")
     return out_dir / "metrics.json"
-
-
-def _finite(obj: Any) -> Any:
-    """NaN / inf → None, so the files are strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -27,9 +27,13 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import InputError
+from apexmusic.paths import output_dir
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS, POPULARITY_TASKS, TASKS
 
 log = logging.getLogger(__name__)
+
+# Figures are shown at their pixel size (dpi 90); below ~8 pt text is hard to read there.
+TICK_PT, LEGEND_PT = 9, 9
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -61,7 +65,7 @@ def write_report(source: str | Path, out_file: str | Path) -> Path:
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>" + "".join(parts) + "</body></html>"
     )
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(out_file.parent)
     out_file.write_text(page, encoding="utf-8")
     return out_file
 
@@ -174,35 +178,37 @@ def _trust_section(trust: dict | None) -> str:
         return ""
     basis, iv, domain = trust["basis"], trust["intervals"], trust.get("domain")
     level = iv["level"]
+    cv = iv.get("coverage_cv") or {}
     rows = []
     for task, b in basis["tasks"].items():
         q = iv["half_width"].get(task)
         cov = iv["coverage_test"].get(task)
-        rows.append(
-            [
-                TASKS[task].label,
-                basis["status"][task].replace("_", " "),
-                f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
-                "whole range" if q is None else f"± {q:.3g}",
-                "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
-                _num(iv["mean_width_test"].get(task)),
-            ]
-        )
-    table = _table(
-        [
-            "task",
-            "status",
-            "labelled songs train / val / test",
-            f"{100 * level:.0f}% interval",
-            "coverage, test songs",
-            "mean width, test",
-        ],
-        rows,
-    )
+        row = [
+            TASKS[task].label,
+            basis["status"][task].replace("_", " "),
+            f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
+            "whole range" if q is None else f"± {q:.3g}",
+            "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
+        ]
+        if cv:
+            c = cv.get(task)
+            row.append("–" if c is None else f"{100 * c:.1f}% (n={iv['n_cv'].get(task)})")
+        rows.append(row + [_num(iv["mean_width_test"].get(task))])
+    header = ["task", "status", "labelled songs train / val / test", f"{100 * level:.0f}% interval"]
+    header += ["coverage, test songs"] + (["coverage, out of fold"] if cv else []) + ["mean width, test"]
+    table = _table(header, rows)
+    method = iv.get("method", "split-conformal on the validation split")
     text = (
-        f"<p class='muted'>Split-conformal intervals fitted on the validation split at "
-        f"{100 * level:.0f}%; coverage is measured on test songs the fit never saw. A task needs "
-        f"{basis['min_train']} labelled training and {basis['min_heldout']} held-out songs to be served."
+        f"<p class='muted'>Intervals at {100 * level:.0f}%: {html.escape(method)}. Coverage is measured on "
+        "test songs no fit saw"
+        + (
+            ", and out of fold on every training and validation song (each against the half-width "
+            "of the other folds)"
+            if cv
+            else ""
+        )
+        + f". A task needs {basis['min_train']} labelled training and {basis['min_heldout']} "
+        "held-out songs to be served."
     )
     if domain and domain.get("threshold") is not None:
         measured = domain.get("measured_test") or {}
@@ -218,18 +224,16 @@ def _trust_section(trust: dict | None) -> str:
 
 def _baseline_section(summary: dict) -> str:
     base = summary["evaluation"]["test_songs"]["mean_predictor"]
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.2))
+    fig = _figure(figsize=(9, 3.2))
     ax = fig.subplots()
     x = np.arange(len(ALL_TASKS))
     model = [base[t]["mse_model"] / max(base[t]["mse_mean_predictor"], 1e-12) for t in ALL_TASKS]
     ax.bar(x, model, color="#4c72b0", label="model")
     ax.axhline(1.0, color="#c44e52", ls="--", label="mean predictor")
-    ax.set_xticks(x, [TASKS[t].label for t in ALL_TASKS], rotation=20)
+    _task_ticks(ax, ALL_TASKS)
     ax.set_ylabel("MSE / MSE of the mean")
     ax.set_title("Held-out error relative to predicting the training mean (lower is better)")
-    ax.legend()
+    _legend_outside(ax)
     return "<h2>Against a mean predictor</h2>" + _img(fig)
 
 
@@ -252,15 +256,13 @@ def _per_style_section(summary: dict) -> str:
     per_style = summary["evaluation"].get("per_style_spearman") or {}
     if not per_style:
         return ""
-    from matplotlib.figure import Figure
-
     styles = list(per_style)
     heldout = set(summary.get("corpus", {}).get("heldout_styles", []))
     grid = np.array([[_nan(per_style[s].get(t)) for t in ALL_TASKS] for s in styles])
-    fig = Figure(figsize=(9, 0.45 * len(styles) + 1.5))
+    fig = _figure(figsize=(9, 0.45 * len(styles) + 1.5))
     ax = fig.subplots()
     im = ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(ALL_TASKS)), [TASKS[t].label for t in ALL_TASKS], rotation=20)
+    _task_ticks(ax, ALL_TASKS)
     ax.set_yticks(
         range(len(styles)), [f"{s} (n={per_style[s]['n']})" + (" *" if s in heldout else "") for s in styles]
     )
@@ -270,7 +272,6 @@ def _per_style_section(summary: dict) -> str:
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="Spearman")
     ax.set_title("Spearman per generator style (* = held-out style)")
-    fig.tight_layout()
     return (
         "<h2>Per-style breakdown</h2><p class='muted'>Within one style the spread of quality is "
         "smaller and n is small, so per-style correlations are lower and noisier than pooled ones."
@@ -372,10 +373,8 @@ def _scatter_section(path: Path) -> str:
     rows = _read_csv(path)
     if not rows or f"true_{ALL_TASKS[0]}" not in rows[0]:
         return ""
-    from matplotlib.figure import Figure
-
     tasks = [t for t in ALL_TASKS if f"pred_{t}" in rows[0]]
-    fig = Figure(figsize=(13, 6.5))
+    fig = _figure(figsize=(12, 6.5))  # shown at its pixel size in the 1100 px page column
     axes = fig.subplots(2, math.ceil(len(tasks) / 2))
     groups = sorted({r.get("group", "") for r in rows})
     colours = {"test": "#4c72b0", "heldout_style": "#dd8452"}
@@ -392,8 +391,8 @@ def _scatter_section(path: Path) -> str:
         ax.set_ylabel("predicted", fontsize=8)
     for ax in axes.ravel()[len(tasks) :]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=max(len(labels), 1), fontsize=LEGEND_PT)
     return "<h2>Predicted vs true</h2>" + _img(fig)
 
 
@@ -436,43 +435,49 @@ def _platform_n(per_platform: dict, platform: str) -> int:
 
 
 def _training_section(logs: list[Path]) -> str:
-    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(12, 3.8))
+    fig = _figure(figsize=(12, 4.2))
     ax1, ax2 = fig.subplots(1, 2)
-    for path in logs:
+    styles = ["-", "--", ":", "-."]
+    colours = {task: f"C{i}" for i, task in enumerate(ALL_TASKS)}
+    runs, tasks = [], []
+    for k, path in enumerate(logs):
         recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        name = path.stem.replace("train_", "")
+        name, style = path.stem.replace("train_", ""), styles[k % len(styles)]
+        runs.append((name, style))
         epochs = [r["epoch"] for r in recs]
-        ax1.plot(epochs, [r.get("train_loss") for r in recs], label=f"{name} train")
+        ax1.plot(epochs, [r.get("train_loss") for r in recs], color=f"C{k}", label=f"{name} train")
         if any("val_loss" in r for r in recs):
-            ax1.plot(epochs, [r.get("val_loss") for r in recs], ls="--", label=f"{name} validation")
-        if any(r.get("val_spearman") for r in recs):
-            for task in recs[-1].get("val_spearman") or {}:
-                ax2.plot(
-                    epochs,
-                    [_nan((r.get("val_spearman") or {}).get(task)) for r in recs],
-                    label=f"{name}: {task}",
-                    lw=1,
-                )
+            ax1.plot(
+                epochs, [r.get("val_loss") for r in recs], color=f"C{k}", ls="--", label=f"{name} validation"
+            )
+        for task in recs[-1].get("val_spearman") or {}:
+            tasks += [task] if task not in tasks else []
+            values = [_nan((r.get("val_spearman") or {}).get(task)) for r in recs]
+            ax2.plot(epochs, values, color=colours.get(task, "k"), ls=style, lw=1.2)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss (uncertainty-weighted)")
-    ax1.legend(fontsize=7)
     ax1.set_title("Loss")
+    _legend_outside(ax1)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation Spearman")
-    ax2.legend(fontsize=6, ncol=2)
     ax2.set_title("Validation Spearman per task")
-    fig.tight_layout()
+    # one entry per task (colour) and per run (line style), not one per line
+    handles = [
+        Line2D([], [], color=colours.get(t, "k"), label=TASKS[t].label if t in TASKS else t) for t in tasks
+    ]
+    if len(runs) > 1:
+        handles += [Line2D([], [], color="#444", ls=style, label=name) for name, style in runs]
+    if handles:
+        ax2.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LEGEND_PT)
     return "<h2>Training curves</h2>" + _img(fig)
 
 
 def _arena_section(arena: dict, summary: dict | None) -> str:
-    from matplotlib.figure import Figure
-
     rules = arena.get("rules", {})
     names = [n for n in rules if rules[n].get("accuracy") is not None]
-    fig = Figure(figsize=(12, 3.8))
+    fig = _figure(figsize=(12, 3.8))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     acc = np.array([rules[n]["accuracy"] for n in names])
     ci = np.array([rules[n].get("accuracy_ci") or [a, a] for n, a in zip(names, acc, strict=True)])
@@ -489,10 +494,12 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
     oracle = (summary or {}).get("arena", {}).get("hidden_preference_accuracy")
     if oracle:
         ax1.axhline(oracle, color="#c44e52", ls="--", label="hidden preference (ceiling)")
-    ax1.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax1.set_xticks(
+        range(len(names)), names, rotation=35, ha="right", rotation_mode="anchor", fontsize=TICK_PT
+    )
     ax1.set_ylabel("accuracy (ties = 0.5)")
     ax1.set_title("Zero-shot rule: the higher score wins (95% CI)")
-    ax1.legend(fontsize=7)
+    _legend_outside(ax1, below=True)
     ax1.set_ylim(0.3, 1.0)
     learned = arena.get("learned", {})
     sets = [s for s in learned if "logistic_regression" in learned[s]]
@@ -509,12 +516,11 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
             label=model.replace("_", " "),
         )
     ax2.axhline(0.5, color="#999", ls=":")
-    ax2.set_xticks(range(len(sets)), sets, fontsize=8)
+    ax2.set_xticks(range(len(sets)), sets, fontsize=TICK_PT)
     ax2.set_ylim(0.3, 1.0)
     ax2.set_ylabel("AUC (k-fold CV mean ± sd)")
     ax2.set_title("Learned on score differences")
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_outside(ax2, below=True)
     rows = []
     for s in sets:
         for model in ("logistic_regression", "gradient_boosting"):
@@ -555,9 +561,7 @@ def _arena_section(arena: dict, summary: dict | None) -> str:
 
 
 def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] = ALL_TASKS):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6))
+    fig = _figure(figsize=(11, 3.6))
     ax = fig.subplots()
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(tasks))
@@ -568,12 +572,33 @@ def _bars_with_ci(groups: dict[str, dict], metric: str, tasks: tuple[str, ...] =
         err = np.nan_to_num(np.stack([vals - lo, hi - vals]), nan=0.0).clip(min=0)
         ax.bar(x + (k - (len(groups) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=name)
     ax.axhline(0, color="#666", lw=0.8)
-    ax.set_xticks(x, [TASKS[t].label if t in TASKS else t for t in tasks], rotation=15)
+    _task_ticks(ax, tasks)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per task with 95% bootstrap intervals")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_outside(ax)
     return fig
+
+
+def _figure(figsize: tuple[float, float]):
+    """A figure whose layout keeps every label, tick and legend inside it."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _task_ticks(ax, tasks: tuple[str, ...]) -> None:
+    labels = [TASKS[t].label if t in TASKS else t for t in tasks]
+    ax.set_xticks(
+        range(len(tasks)), labels, rotation=20, ha="right", rotation_mode="anchor", fontsize=TICK_PT
+    )
+
+
+def _legend_outside(ax, below: bool = False) -> None:
+    """The legend beside (or below) the plot, never over its bars."""
+    if below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2, fontsize=LEGEND_PT, frameon=False)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=LEGEND_PT)
 
 
 def _img(fig) -> str:

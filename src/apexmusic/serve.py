@@ -8,7 +8,8 @@ Endpoints (JSON unless noted):
   predictions.
 - ``GET /v1/model`` — the model card; ``GET /healthz`` — liveness and load.
 - ``GET /`` — the web page (static files shipped in the package, no external network).
-- ``GET /docs``, ``GET /openapi.json`` — FastAPI's generated API docs.
+- ``GET /docs``, ``GET /openapi.json`` — the generated API docs, served with no
+  outside request (:mod:`apexmusic.api_docs`).
 
 Resource bounds, so a burst of uploads never exhausts memory or disk:
 
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from apexmusic.api_docs import mount_offline_docs
 from apexmusic.errors import ApexError, AudioContentError, AudioDecodeError, ConfigError, InputError
 from apexmusic.predict import DEFAULT_MC_SAMPLES, Predictor, compare_scores
 from apexmusic.sources import AUDIO_EXTENSIONS, Song
@@ -136,7 +138,7 @@ def _schemas() -> Any:
     class SegmentOut(BaseModel):
         start_s: float
         end_s: float
-        scores: dict[str, float] = Field(description="this segment scored on its own")
+        scores: dict[str, float | None] = Field(description="this segment scored on its own")
 
     class TagOut(BaseModel):
         tag: str
@@ -145,13 +147,20 @@ def _schemas() -> Any:
     class PredictionOut(BaseModel):
         id: str
         path: str = Field(description="the uploaded file's name")
-        scores: dict[str, float] = Field(description="task -> score (0-100 popularity, 1-5 aesthetics)")
-        uncertainty: dict[str, float] = Field(description="task -> MC-dropout standard deviation")
+        scores: dict[str, float | None] = Field(
+            description="task -> score (0-100 popularity, 1-5 aesthetics); null: task not trained"
+        )
+        uncertainty: dict[str, float | None] = Field(description="task -> MC-dropout standard deviation")
         timeline: list[SegmentOut]
         duration_s: float
         model_id: str
         tags: list[TagOut] | None = Field(None, description="top encoder tags, when the encoder has them")
         novelty: float | None = Field(None, description="RMS z-score vs the training data; ~1 in range")
+        intervals: dict[str, dict[str, float]] = Field({}, description="task -> {lo, hi} at interval_level")
+        interval_level: float | None = Field(None, description="e.g. 0.9: calibrated coverage of lo-hi")
+        in_domain: bool | None = Field(None, description="false: the song is unlike the training data")
+        domain_distance: float | None = Field(None, description="distance to the training data, ~1 in domain")
+        simulated_training_data: bool | None = Field(None, description="model trained on simulated songs")
 
     class ComparisonOut(BaseModel):
         prob_a: float = Field(description="P(listeners prefer A)")
@@ -227,7 +236,10 @@ def create_app(
         summary="Predict streams, likes and perceptual aesthetics of AI-generated songs from audio.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_offline_docs(app)
     body_limits = {"/v1/predict": config.max_body_bytes, "/v1/compare": 2 * config.max_body_bytes}
     app.add_middleware(
         AdmissionGate,

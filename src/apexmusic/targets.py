@@ -1,6 +1,6 @@
 """Training targets: popularity scores from raw counts, aesthetic labels from rater records.
 
-Popularity (DESIGN.md): raw play / like counts → percentile rank within platform (ties get the
+Popularity: raw play / like counts → percentile rank within platform (ties get the
 average rank) → power transform → 0–100::
 
     p = (rank - 1) / (n - 1)            # 0 = least played on that platform, 1 = most
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from apexmusic.choices import COHORTS
 from apexmusic.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class PopularityConfig:
     def __post_init__(self) -> None:
         if not np.isfinite(self.exponent) or self.exponent <= 0:
             raise ConfigError(f"popularity exponent must be > 0, not {self.exponent}")
-        if self.cohort not in (None, "none", *COHORT_SECONDS):
+        if self.cohort not in (None, *COHORTS):
             raise ConfigError(f"cohort must be week, month or none, not {self.cohort!r}")
         if self.cohort == "none":
             self.cohort = None
+        if self.min_cohort < 1:
+            raise ConfigError(f"min_cohort must be >= 1, not {self.min_cohort}")
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The one source of truth for task names, score ranges and task sets.
 
-Names follow the reference checkpoint (DESIGN.md): ``score_streams`` and ``score_likes`` are
+Names follow the reference checkpoint: ``score_streams`` and ``score_likes`` are
 popularity scores on 0-100; the five SongEval aesthetic dimensions are on 1-5.
 """
 

@@ -1,6 +1,6 @@
 """Training, evaluation and the experiment grid.
 
-The recipe is the published one (DESIGN.md), as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
+The recipe is the published one, as :class:`TrainConfig` defaults: AdamW (lr 1e-4,
 weight decay 1e-4), batch 512, 50 epochs, cosine schedule, gradient clipping at 1.0, early
 stopping with patience 20 on the validation loss, seed 42; losses ``equal``, ``weighted``
 (popularity 5 : aesthetics 1) or ``uncertainty`` (per task ``L/(2σ²) + log σ``, ``log σ``
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from apexmusic import devices
+from apexmusic.choices import LOSSES, MIXINGS, TRAIN_PRECISIONS
 from apexmusic.data import Dataset, Split, SplitConfig, split_indices
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
@@ -45,12 +46,12 @@ from apexmusic.model import (
     score_store_data,
     weighted_song_mean,
 )
+from apexmusic.model.provenance import make_provenance, strip_paths
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
 from apexmusic.trust import Trust, check_split, fit_trust
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("equal", "weighted", "uncertainty")
 MODES = POOLINGS  # the training mode is the model's inference pooling rule
 
 
@@ -83,6 +84,7 @@ class TrainConfig:
     popularity_weight: float = 5.0  # the `weighted` loss: popularity : aesthetics = 5 : 1
     n_boot: int = 1000  # bootstrap resamples for the held-out intervals
     allow_small: bool = False  # train on splits below the trust minimums (apexmusic.trust.basis)
+    simulated: bool = False  # the training songs are simulated (the demo): recorded as provenance
 
     def __post_init__(self) -> None:
         tasks_for(self.task)
@@ -90,10 +92,20 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.patience < 1:
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"precision must be one of {TRAIN_PRECISIONS}, not {self.precision!r}")
+        if self.mixing not in MIXINGS:
+            raise ConfigError(f"mixing must be one of {MIXINGS}, not {self.mixing!r}")
+        if self.shared not in (2, 3):
+            raise ConfigError(f"shared must be 2 or 3, not {self.shared!r}")
+        if self.epochs < 1 or self.batch_size < 2 or not self.lr > 0 or self.patience < 1:
             raise ConfigError("epochs >= 1, batch size >= 2, lr > 0 and patience >= 1 are required")
+        if not (
+            self.weight_decay >= 0 and self.grad_clip > 0 and self.popularity_weight > 0 and self.n_boot >= 0
+        ):
+            raise ConfigError(
+                "weight decay >= 0, grad clip > 0, popularity weight > 0 and n_boot >= 0 are required"
+            )
         SplitConfig(self.split, self.val_fraction, self.test_fraction, self.seed)
 
     @property
@@ -248,7 +260,7 @@ def train(
         net=net.cpu(),
         encoder_spec=store.spec,
         targets={
-            "labels": dataset.labels.source,
+            "labels": strip_paths(dataset.labels.source),
             "popularity": dataset.labels.popularity,
             "tasks": list(tasks),
         },
@@ -264,7 +276,7 @@ def train(
             f"shared {config.shared})",
             "created": time.strftime("%Y-%m-%d"),
             "data": {
-                "labels": dataset.labels.source,
+                "labels": strip_paths(dataset.labels.source),
                 "songs": len(dataset),
                 "split": f"{config.split}: {split.sizes()}",
                 "labelled songs per task (train)": _label_counts(dataset, split.train),
@@ -278,6 +290,7 @@ def train(
             if evaluation
             else {},
         },
+        provenance=make_provenance(dataset.labels.source, config.simulated, len(dataset)),
     )
     rows = len(_song_rows(dataset, split.train, config.mode)) * epochs_run
     metrics = evaluation.metrics if evaluation else None
@@ -595,12 +608,9 @@ def _cell(value: Any) -> str:
 
 def save_training_outputs(result: TrainResult, model_dir: str | Path) -> Path:
     """Model directory plus ``eval/`` (held-out metrics, rankings) next to the weights."""
-    model_dir = result.model.save_pretrained(model_dir)
+    model_dir = result.model.save_pretrained(model_dir, trust=result.trust)
     if result.evaluation is not None:
         write_evaluation(result.evaluation, ModelDir(model_dir).eval_dir)
-    if result.trust is not None:
-        result.trust.model_id = result.model.model_id
-        ModelDir(model_dir).save_trust(result.trust)
     return model_dir
 
 

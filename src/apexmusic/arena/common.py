@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+
+from apexmusic.jsonio import jsonable, write_json  # noqa: F401 - the arena's JSON helpers
 
 MAX_LISTED = 20  # how many invalid / duplicate / unmatched battles the reports list by id
 
@@ -34,23 +34,3 @@ def pair_key(system_a: str, system_b: str) -> str:
     """Order-free name of a system pair: ``"x vs y"`` with x ≤ y."""
     x, y = sorted((str(system_a), str(system_b)))
     return f"{x} vs {y}"
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    """JSON with nan → null (strict JSON), numpy scalars / arrays as numbers / lists, paths as text."""
-    Path(path).write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def jsonable(obj):
-    """``obj`` with numpy values, tuples and paths turned into plain JSON values, nan into None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

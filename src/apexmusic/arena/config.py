@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apexmusic.choices import ARENA_SUBSETS
 from apexmusic.errors import ConfigError
 
-SUBSETS = ("all", "instrumental", "vocal")
+SUBSETS = ARENA_SUBSETS
 PAPER_MODELS = ("logistic_regression", "svm", "random_forest", "gradient_boosting", "adaboost")
 
 

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apexmusic.audio import DECODER, RESAMPLER, SegmentConfig
+from apexmusic.choices import DEFAULT_MAX_SECONDS
 from apexmusic.devices import PRECISIONS
 from apexmusic.encoders import Encoder, load_encoder
 from apexmusic.errors import ConfigError
 from apexmusic.store import EmbeddingSpec, Failure
 from apexmusic.store.spec import REFERENCE
 
-DEFAULT_MAX_SECONDS = 3600.0
 FLUSH_SECONDS = 20.0  # finished songs reach a shard at least this often (what kill -9 can lose)
 
 

@@ -338,10 +338,11 @@ def download_snapshot(hub_id: str) -> Path:
             ],
         )
     except Exception as exc:
+        log.info("fetching %s failed: %s: %s", hub_id, type(exc).__name__, exc)
         raise ModelLoadError(
-            f"cannot fetch MERT weights {hub_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            "Offline? Download the checkpoint folder elsewhere and pass --weights /path/to/folder, "
-            "or use --weights random for timing only."
+            f"cannot fetch MERT weights {hub_id!r} from the Hugging Face hub (offline?); download the "
+            "checkpoint folder elsewhere and pass --weights /path/to/folder, or --weights random for "
+            "timing only (-v shows the hub's error)"
         ) from None
     return Path(folder)
 
@@ -527,7 +528,8 @@ def plain_pooled(model: Any, audio: Any, lengths: Any, dtype: Any = None) -> np.
     return torch.stack(rows).cpu().numpy()
 
 
-def _load(arch: MertArch, weights: str | None, device: str, precision: str, **opts: Any) -> MertEncoder:
+def load_mert(arch: MertArch, weights: str | None, device: str, precision: str, **opts: Any) -> MertEncoder:
+    """A MERT encoder of architecture ``arch`` with its weights' content fingerprint."""
     seed = int(opts.pop("seed", 0))
     model, loaded, weights_id = load_weights(weights, arch, seed=seed)
     fingerprint = loaded_fingerprint(model, weights_id, loaded.name, seed)
@@ -540,14 +542,14 @@ def load_95m(
     weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
 ) -> MertEncoder:
     """MERT-v1-95M: 13 hidden states x 768."""
-    return _load(MERT_V1_95M, weights, device, precision, **opts)
+    return load_mert(MERT_V1_95M, weights, device, precision, **opts)
 
 
 def load_330m(
     weights: str | None = None, device: str = "auto", precision: str = "auto", **opts: Any
 ) -> MertEncoder:
     """MERT-v1-330M: 25 hidden states x 1024."""
-    return _load(MERT_V1_330M, weights, device, precision, **opts)
+    return load_mert(MERT_V1_330M, weights, device, precision, **opts)
 
 
 __all__ = [
@@ -557,6 +559,7 @@ __all__ = [
     "MertEncoder",
     "build_model",
     "load_330m",
+    "load_mert",
     "load_95m",
     "load_weights",
     "map_mert_state_dict",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,14 +12,24 @@ from apexmusic.tasks import TASKS
 if TYPE_CHECKING:
     from apexmusic.model.scoring import ScoringModel
     from apexmusic.store.spec import EmbeddingSpec
+    from apexmusic.trust import Trust
 
 
-def render_model_card(model: ScoringModel) -> str:
-    """A markdown model card from the model's config: data, metrics, intended use, limits."""
+def render_model_card(model: ScoringModel, trust: Trust | None = None) -> str:
+    """A markdown model card from the model's config (and its trust statistics): provenance,
+    data, what each score stands on, metrics, intended use, limits."""
+    from apexmusic.model.provenance import describe
+
     cfg, card = model.config, model.card
     enc = model.encoder_spec
+    notice = describe(model.provenance)
+    if model.provenance.get("simulated"):
+        notice = notice.upper()
     lines = [
         f"# {card.get('title', 'APEX scoring model')} (`{model.model_id}`)",
+        "",
+        f"> **Provenance: {notice}.** Labels: {model.provenance.get('labels', 'not recorded')}; "
+        f"simulated: {str(model.provenance.get('simulated', 'not recorded')).lower()}.",
         "",
         "Predicts, from audio embeddings alone, popularity scores (0–100) and/or perceptual",
         "aesthetic scores (1–5) of AI-generated songs. Architecture: the APEX multi-task head",
@@ -51,12 +62,16 @@ def render_model_card(model: ScoringModel) -> str:
     if metrics:
         lines += ["| task | Spearman | Pearson | MAE | R² |", "|---|---|---|---|---|"]
         for task, m in metrics.items():
+            if trust is not None and task not in trust.served():
+                lines.append(f"| {task} | not trained | – | – | – |")
+                continue
             lines.append(
                 f"| {task} | {_fmt(m.get('spearman'))} | {_fmt(m.get('pearson'))} | "
                 f"{_fmt(m.get('mae'))} | {_fmt(m.get('r2'))} |"
             )
     else:
         lines.append("No held-out evaluation recorded with this model.")
+    lines += trust_lines(trust, cfg.tasks)
     lines += [
         "",
         "## Intended use",
@@ -69,12 +84,67 @@ def render_model_card(model: ScoringModel) -> str:
         "  the audio-only signal explains only part of it.",
         "- Aesthetic scores imitate a small pool of expert raters; their spread between raters",
         "  is large. Scores outside the training distribution (new generators, genres, lengths)",
-        "  are less reliable; MC-dropout spreads (`<task>_std`) give a rough uncertainty.",
+        "  are less reliable: `in_domain: false` marks them, and their intervals do not hold there.",
+        "- Intervals (`<task>_lo`/`<task>_hi`) are calibrated on songs like the training songs;",
+        "  MC-dropout spreads (`<task>_std`) are a rough, uncalibrated uncertainty.",
         "- Embeddings must come from the same encoder, weights and segment settings as",
         "  recorded above.",
         "",
     ]
     return "\n".join(lines)
+
+
+def trust_lines(trust: Trust | None, tasks: tuple[str, ...]) -> list[str]:
+    """The card's section on what each score stands on: status, intervals, domain alarm."""
+    lines = ["", "## What each score stands on"]
+    if trust is None:
+        return lines + ["No trust statistics recorded: no basis check, intervals or domain alarm."]
+    basis, iv = trust.basis, trust.intervals
+    if basis.allow_small:
+        lines.append(
+            "- **Trained with `--allow-small`**: splits below the minimums "
+            f"({basis.min_train} labelled training songs, {basis.min_heldout} held-out) were allowed."
+        )
+    lines += [
+        f"- A task is served with at least {basis.min_train} labelled training songs and "
+        f"{basis.min_heldout} labelled test songs; otherwise its score is absent (null), never a number.",
+        f"- Intervals at {iv.level:.0%}: {iv.method}; coverage measured on the test split.",
+        "",
+        "| task | status | train / val / test labels | interval (±) | test coverage |",
+        "|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        b = basis.tasks.get(task)
+        status = basis.status(task) if b else "not_served"
+        shown = {"served": "served", "below_minimum": "served below the minimum", "not_served": "not trained"}
+        counts = f"{b.n_train} / {b.n_val} / {b.n_test}" if b else "–"
+        half = iv.half_width.get(task)
+        width = "whole range" if half is not None and math.isinf(half) else _fmt(half)
+        cov = iv.coverage.get(task)
+        coverage = f"{cov:.0%} of {iv.n_test.get(task, 0)}" if cov is not None else "–"
+        if status == "not_served":
+            width = coverage = "–"
+        lines.append(f"| {task} | {shown[status]} | {counts} | {width} | {coverage} |")
+    if iv.cv_coverage:
+        shown_cv = ", ".join(f"{t} {c:.1%}" for t, c in iv.cv_coverage.items() if c is not None)
+        lines += ["", f"- Coverage out of fold ({max(iv.n_cv.values(), default=0)} songs): {shown_cv}."]
+    lines.append("")
+    dom = trust.domain
+    if dom is None or dom.threshold is None:
+        lines.append("- Domain alarm: not calibrated (too few songs); `in_domain` is null.")
+    else:
+        measured = dom.measured or {}
+        rate = (
+            f"measured {measured['rate']:.1%} ({measured['flagged']} of {measured['n']} test songs)"
+            if measured
+            else "not measured (no test songs)"
+        )
+        lines.append(
+            f"- Domain alarm: Ledoit–Wolf Mahalanobis distance to the training inputs; a song is "
+            f"`in_domain: false` above {dom.threshold:.3g}, set for a {dom.false_alarm_rate:.0%} "
+            f"false-alarm rate on {dom.n_calibration} held-out in-domain distances; {rate}."
+        )
+    return lines
 
 
 def _describe_spec(spec: EmbeddingSpec | None) -> str:
@@ -88,4 +158,4 @@ def _describe_spec(spec: EmbeddingSpec | None) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) else "–"
+    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"

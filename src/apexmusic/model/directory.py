@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from apexmusic.errors import ModelLoadError
+from apexmusic.jsonio import jsonable
+from apexmusic.paths import output_dir
 
 if TYPE_CHECKING:
     import torch
@@ -97,31 +98,55 @@ class ModelDir:
             raise ModelLoadError(f"{self.root} has model format {config.get('format')}, newer than this code")
         return config
 
+    def read_weight_header(self) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+        """``({name: shape}, metadata)`` from the safetensors header alone: no tensor is read."""
+        from safetensors import SafetensorError, safe_open
+
+        self._require_model()
+        try:
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+                return shapes, dict(f.metadata() or {})
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read {self.weights_path}: {exc}") from exc
+
     def read_weights(self) -> dict[str, torch.Tensor]:
-        """The weights as tensors (safetensors only; nothing is unpickled)."""
+        """The weights as tensors (safetensors only; nothing is unpickled); NaN or Inf values
+        are refused, naming the tensor."""
+        import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         self._require_model()
         try:
-            return load_file(str(self.weights_path))
+            state = load_file(str(self.weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read {self.weights_path}: {exc}") from exc
+        for key, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelLoadError(f"{self.weights_path}: tensor {key!r} holds NaN or Inf values")
+        return state
 
     def write(self, config: dict[str, Any], state: dict[str, torch.Tensor], card_markdown: str) -> Path:
-        """Write config, weights and card (creating the folder)."""
-        from safetensors.torch import save_file
+        """Write weights, config and card (creating the folder). Each file is replaced
+        atomically and gets the same mode (0666 less the umask)."""
+        from safetensors.torch import save
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        output_dir(self.root, "model directory")
         metadata = {"format": "pt", "model_id": str(config.get("model_id", ""))}
-        save_file(state, str(self.weights_path), metadata=metadata)
-        self.config_path.write_text(json.dumps(config, indent=2, default=_json_default), encoding="utf-8")
-        self.card_path.write_text(card_markdown, encoding="utf-8")
+        write_atomic(self.weights_path, save(state, metadata=metadata))
+        text = json.dumps(jsonable(config, finite=False), indent=2)
+        write_atomic(self.config_path, text.encode("utf-8"))
+        write_atomic(self.card_path, card_markdown.encode("utf-8"))
         return self.root
 
     def card_markdown(self) -> str:
         """The model card (``README.md``), or "" when the folder has none."""
         return self.card_path.read_text(encoding="utf-8") if self.card_path.is_file() else ""
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the training data came from (``{}`` for a model saved before it was kept)."""
+        return dict(self.read_config().get("provenance") or {})
 
     # ---- the comparator ---------------------------------------------------------------------
     def comparator(self) -> PreferenceComparator | None:
@@ -133,7 +158,7 @@ class ModelDir:
         return PreferenceComparator.load(self.comparator_path)
 
     def save_comparator(self, comparator: PreferenceComparator) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        output_dir(self.root, "model directory")
         comparator.save(self.comparator_path)
         return self.comparator_path
 
@@ -157,12 +182,17 @@ class ModelDir:
             )
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | tuple):
-        return list(obj)
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    return str(obj)
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` (mode 0666 less the umask, as
+    ``open`` gives), then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

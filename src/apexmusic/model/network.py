@@ -1,6 +1,6 @@
 """The APEX multi-task network: the head, input standardisation and layer mixing.
 
-The network is the published one (DESIGN.md): a shared trunk of Linear → BatchNorm1d → GELU →
+The network is the published one: a shared trunk of Linear → BatchNorm1d → GELU →
 Dropout blocks (768→512→256, or 768→512→384→256 with ``shared=3``), then one branch per task
 (256→128→64→1, dropout 0.1) with bounded outputs ``low + span·sigmoid`` (sigmoid·100 for the
 popularity scores, sigmoid·4+1 for the aesthetics; ranges from :mod:`apexmusic.tasks`).
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apexmusic import devices
+from apexmusic.choices import MIXINGS
 from apexmusic.compat import REFERENCE_LAYERS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.tasks import ALL_TASKS, TASKS
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TRUNK_DIMS: dict[int, tuple[int, ...]] = {2: (512, 256), 3: (512, 384, 256)}
 BRANCH_DIMS: tuple[int, int] = (128, 64)
-MIXINGS = ("reference", "mean", "learned")
 
 
 @dataclass
@@ -63,7 +64,20 @@ class HeadConfig:
     reference_layers: tuple[int, ...] = REFERENCE_LAYERS
 
     def __post_init__(self) -> None:
+        for name in ("shared", "n_layers", "dim"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, not {value!r}")
+            setattr(self, name, int(value))
+        for name in ("trunk_dropout", "branch_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be a number in [0, 1), not {value!r}")
+        if isinstance(self.tasks, str) or isinstance(self.reference_layers, str):
+            raise ConfigError("tasks and reference_layers must be lists")
         self.tasks = tuple(self.tasks)
+        if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in self.reference_layers):
+            raise ConfigError(f"reference_layers must be integers, not {list(self.reference_layers)!r}")
         self.reference_layers = tuple(int(i) for i in self.reference_layers)
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
@@ -379,6 +393,24 @@ def build_net(config: HeadConfig, seed: int | None = 42) -> ApexNet:
     if seed is not None:
         torch.manual_seed(seed)
     return ApexNet(config)
+
+
+def expected_state_shapes(config: HeadConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The shape and dtype of every tensor :meth:`ApexNet.export_state_dict` writes for
+    ``config``. The modules are built on the ``meta`` device, so nothing is allocated whatever
+    dimensions ``config`` names; the head is the published layout the export uses."""
+    from apexmusic.compat import reference_conv_weights
+
+    reference_conv_weights()  # cached from real CPU tensors; numpy cannot read meta ones
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        mixer, head = LayerMixer(config), ReferenceHead(config)
+    norm = (config.n_layers, config.dim) if config.normalise_layers else (config.dim,)
+    n_tasks = (len(config.tasks),)
+    shapes = {"norm_mean": norm, "norm_std": norm, "out_low": n_tasks, "out_span": n_tasks}
+    out = {k: (v, torch.float32) for k, v in shapes.items()}
+    out.update({f"mixer.{k}": (tuple(v.shape), v.dtype) for k, v in mixer.state_dict().items()})
+    out.update({k: (tuple(v.shape), v.dtype) for k, v in head.state_dict().items()})
+    return out
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

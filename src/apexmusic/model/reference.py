@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from apexmusic.model.network import TRUNK_DIMS, ApexNet, HeadConfig
 from apexmusic.model.scoring import ScoringModel
 from apexmusic.store.spec import EmbeddingSpec
 from apexmusic.tasks import ALL_TASKS
+
+log = logging.getLogger(__name__)
 
 REFERENCE_CHECKPOINT_KEYS = ("model_state", "task", "shared", "mode", "epoch", "val_loss")
 # The published pipeline's vectors: MERT-v1-95M's 13 hidden states under --compat reference.
@@ -49,7 +52,11 @@ def import_reference_checkpoint(
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{path} not found") from exc
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelLoadError(f"cannot load {path} safely as a reference checkpoint: {exc}") from exc
+        log.info("torch.load(%s, weights_only=True) failed: %s", path, exc)
+        raise ModelLoadError(
+            f"cannot load {path} safely as a reference checkpoint "
+            f"({type(exc).__name__}; -v shows torch's reason)"
+        ) from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state"), dict):
         raise ModelLoadError(f"{path} is not a reference checkpoint (needs a dict with 'model_state')")
     state = {k: v for k, v in ckpt["model_state"].items() if isinstance(v, torch.Tensor)}

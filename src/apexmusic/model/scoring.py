@@ -7,21 +7,24 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from apexmusic.choices import POOLINGS
 from apexmusic.errors import ConfigError, ModelLoadError
 from apexmusic.model.directory import MODEL_FORMAT, ModelDir
-from apexmusic.model.network import ApexNet, HeadConfig, resolve_device
+from apexmusic.model.network import ApexNet, HeadConfig, expected_state_shapes, resolve_device
 from apexmusic.store.spec import EmbeddingSpec, check_compatible
+
+if TYPE_CHECKING:
+    from apexmusic.trust import Trust
 
 log = logging.getLogger(__name__)
 
 # How a model turns a song into its scores: score the song vector, or score every segment and
 # take the segment-weighted mean (see apexmusic.model.pooling). It is the training mode.
-POOLINGS = ("song", "segment")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ScoringModel:
     training: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     model_id: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)  # see apexmusic.model.provenance
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder_spec, Mapping):  # config.json files written before the spec type
@@ -157,22 +161,33 @@ class ScoringModel:
             "targets": self.targets,
             "training": self.training,
             "card": self.card,
+            "provenance": self.provenance,
         }
 
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write the model directory: config, weights and model card (see :class:`ModelDir`)."""
+    def save_pretrained(self, model_dir: str | Path, trust: Trust | None = None) -> Path:
+        """Write the model directory: config, weights and model card (see :class:`ModelDir`),
+        and with ``trust`` its statistics (stamped with this model's id; the card shows them)."""
         from apexmusic.model.card import render_model_card
 
         state = self.net.export_state_dict()
-        if not self.model_id:
-            self.model_id = weights_id(state)
-        root = ModelDir(model_dir).write(self.config_dict(), state, render_model_card(self))
+        self.model_id = weights_id(state)
+        folder = ModelDir(model_dir)
+        if trust is not None:
+            trust.model_id = self.model_id
+        root = folder.write(self.config_dict(), state, render_model_card(self, trust))
+        if trust is not None:
+            folder.save_trust(trust)
         log.info("saved model %s to %s", self.model_id, root)
         return root
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "cpu") -> ScoringModel:
-        """Load a model directory (safetensors only; nothing is unpickled)."""
+        """Load a model directory (safetensors only; nothing is unpickled).
+
+        Nothing is trusted before it is checked: every dimension in ``config.json`` is checked
+        against the safetensors header before any tensor is read or allocated, NaN or Inf
+        weights are refused, and the config's ``model_id`` must be the weights' own id.
+        """
         folder = ModelDir(model_dir)
         cfg = folder.read_config()
         try:
@@ -182,7 +197,11 @@ class ScoringModel:
             raise ModelLoadError(f"cannot read {folder.config_path}: {exc}") from exc
         except ConfigError as exc:
             raise ModelLoadError(f"{folder.config_path}: {exc}") from exc
+        shapes, metadata = folder.read_weight_header()
+        _check_header(folder, head, shapes)
+        _check_spec_fits_head(folder, head, spec)
         state = folder.read_weights()
+        model_id = _checked_model_id(folder, cfg, metadata, state)
         net = ApexNet(head)
         net.import_state_dict(state)
         net.eval()
@@ -193,11 +212,64 @@ class ScoringModel:
                 targets=cfg.get("targets", {}),
                 training=cfg.get("training", {}),
                 card=cfg.get("card", {}),
-                model_id=cfg.get("model_id") or weights_id(state),
+                model_id=model_id,
+                provenance=cfg.get("provenance") or {},
             )
         except ConfigError as exc:
             raise ModelLoadError(f"{folder.config_path}: {exc}") from exc
         return model.to(device)
+
+
+def _check_spec_fits_head(folder: ModelDir, head: HeadConfig, spec: EmbeddingSpec | None) -> None:
+    if spec is not None and (int(spec.n_layers), int(spec.dim)) != (head.n_layers, head.dim):
+        raise ModelLoadError(
+            f"{folder.config_path}: the encoder block describes {spec.n_layers}x{spec.dim} vectors "
+            f"but the head takes {head.n_layers}x{head.dim}"
+        )
+
+
+def _check_header(folder: ModelDir, head: HeadConfig, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Every tensor the config implies is in the header with the implied shape, and no other."""
+    expected = expected_state_shapes(head)
+    implied = (
+        f"config.json's head (tasks={len(head.tasks)}, shared={head.shared}, "
+        f"n_layers={head.n_layers}, dim={head.dim}, mixing={head.mixing})"
+    )
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        parts = [
+            f"{what} {_some(keys)}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise ModelLoadError(f"{folder.weights_path} does not match {implied}: {', '.join(parts)}")
+    for key, (shape, _) in expected.items():
+        if shapes[key] != shape:
+            raise ModelLoadError(
+                f"{folder.weights_path} does not match {implied}: {key!r} is "
+                f"{list(shapes[key])} in the weights, the config implies {list(shape)}"
+            )
+
+
+def _some(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _checked_model_id(
+    folder: ModelDir, cfg: Mapping[str, Any], metadata: Mapping[str, str], state: Mapping[str, torch.Tensor]
+) -> str:
+    """The weights' own id; a different id in config.json or the weights' metadata is an error."""
+    model_id = weights_id(state)
+    for source, claimed in (
+        ("config.json", cfg.get("model_id")),
+        ("the weights' metadata", metadata.get("model_id")),
+    ):
+        if claimed and claimed != model_id:
+            raise ModelLoadError(
+                f"{folder.root}: {source} names model {claimed!r} but the weights are {model_id!r} "
+                "(a file was changed after the model was saved)"
+            )
+    return model_id
 
 
 def weights_id(state: Mapping[str, torch.Tensor]) -> str:

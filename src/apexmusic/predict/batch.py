@@ -24,7 +24,7 @@ import numpy as np
 from apexmusic.errors import ConfigError
 from apexmusic.predict.predictor import DEFAULT_MC_SAMPLES, Predictor
 from apexmusic.predict.results import Prediction
-from apexmusic.predict.writers import OutputWriter, open_writer
+from apexmusic.predict.writers import DIGITS, OutputWriter, open_writer
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, EmbeddingStore, Failure
 
@@ -44,6 +44,7 @@ class PredictConfig:
     mc_samples: int = DEFAULT_MC_SAMPLES
     resume: bool = False
     max_seconds: float | None = None
+    full_precision: bool = False  # JSONL/CSV floats in full instead of DIGITS significant digits
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -75,6 +76,10 @@ class PredictReport:
     out_file: str = ""
     failures_file: str = ""
     failures: list[Failure] = field(default_factory=list)
+    model_id: str = ""
+    n_out_of_domain: int = 0  # songs scored in this run with in_domain false
+    n_domain_checked: int = 0  # songs scored in this run that the domain alarm judged
+    not_served: tuple[str, ...] = ()  # tasks written as empty (too few labelled songs)
 
 
 def failures_path(out_file: str | Path) -> Path:
@@ -91,8 +96,7 @@ class FailureLog:
             path.unlink()
 
     def write(self, failure: Failure) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(failure.to_json() + "\n")
+        failure.append_to(self.path)
 
 
 @dataclass
@@ -112,7 +116,13 @@ class PredictRun:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, predictions: Sequence[Prediction]) -> None:
-        self.rows.extend(p.to_row() for p in predictions)
+        for p in predictions:
+            self.rows.append(p.to_row())
+            self.report.model_id = p.model_id
+            self.report.not_served = tuple(t for t, v in p.scores.items() if v is None)
+            if p.in_domain is not None:
+                self.report.n_domain_checked += 1
+                self.report.n_out_of_domain += not p.in_domain
         if len(self.rows) >= self.batch_size:
             self._flush()
 
@@ -136,7 +146,7 @@ def start_predict_run(
 ) -> PredictRun:
     """Open ``out_file`` for a scoring run; songs an earlier run already wrote are skipped (and
     reported as progress). Without ``config.resume`` an existing file is a ConfigError."""
-    writer = open_writer(out_file, resume=config.resume)
+    writer = open_writer(out_file, resume=config.resume, digits=None if config.full_precision else DIGITS)
     done = writer.done_ids()
     todo = [s for s in songs if s.id not in done]
     report = PredictReport(
@@ -196,6 +206,10 @@ class StoreScoreReport:
     n_rows: int
     wall_seconds: float
     out_file: str
+    model_id: str = ""
+    n_out_of_domain: int = 0
+    n_domain_checked: int = 0
+    not_served: tuple[str, ...] = ()
 
 
 def score_store(
@@ -205,14 +219,19 @@ def score_store(
     batch_size: int = 65536,
     on_progress: ProgressFn | None = None,
     model: Any | None = None,
+    full_precision: bool = False,
 ) -> StoreScoreReport:
-    """Write ``id, path`` and the model's scores for every song of an embedding store.
+    """Write ``id, path``, the model's scores and their trust fields for every song of an
+    embedding store: the same columns as :meth:`Prediction.to_row` without the MC-dropout
+    spread (``<task>`` null when not served, ``<task>_lo``/``_hi``, ``interval_level``,
+    ``in_domain``, ``domain_distance``, ``model_id``, ``simulated_training_data``).
 
     The store's spec must be compatible with the model's (the one rule, see
     :func:`~apexmusic.store.check_compatible`). Songs are scored under the model's pooling
     rule: a segment-mode model reads and scores every song's segments. Reads the store shard
     by shard in ``batch_size`` rows (bounded memory) and never opens audio. The output is
-    rewritten whole (written to a temporary file, then renamed).
+    rewritten whole (written to a temporary file, then renamed). JSONL and CSV floats have
+    ``DIGITS`` significant digits unless ``full_precision``.
     """
     from apexmusic.model import ScoringModel, score_songs
 
@@ -221,21 +240,25 @@ def score_store(
     suffix = out_file.suffix.lower()
     store = EmbeddingStore.open(store_dir)
     spec = store.spec()
+    from apexmusic.model import ModelDir
+
     model = model or ScoringModel.from_pretrained(model_dir)
     model.check_vectors(spec, "the store's vectors")
+    trust = ModelDir(model_dir).trust(model_id=model.model_id)
+    report = StoreScoreReport(0, 0.0, str(out_file), model_id=str(model.model_id))
     tmp = out_file.with_name(f".{out_file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    writer = open_writer(tmp, resume=False, overwrite=True, fmt=suffix)
+    digits = None if full_precision else DIGITS
+    writer = open_writer(tmp, resume=False, overwrite=True, fmt=suffix, digits=digits)
     by_segment = model.pooling == "segment"
     if by_segment:  # a song brings several segment vectors: keep a batch's memory near song mode's
         batch_size = max(1, batch_size // SEGMENTS_PER_SONG)
-    n_rows = 0
     try:
         for ids, paths, layers, segments, weights in _iter_store_batches(store, batch_size, spec, by_segment):
             scores = score_songs(model, layers, segments, weights).songs
             columns: dict[str, Any] = {"id": ids, "path": paths}
-            columns.update({t: np.asarray(scores[:, i], dtype=np.float64) for i, t in enumerate(model.tasks)})
+            columns.update(trust_columns(model, trust, scores, layers, report))
             writer.write_columns(columns)
-            n_rows += len(ids)
+            report.n_rows += len(ids)
             if on_progress:
                 on_progress(len(ids))
         writer.close()
@@ -245,7 +268,49 @@ def score_store(
     finally:
         if tmp.exists():
             tmp.unlink()
-    return StoreScoreReport(n_rows, time.perf_counter() - started, str(out_file))
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+def trust_columns(
+    model: Any, trust: Any, scores: np.ndarray, layers: np.ndarray, report: StoreScoreReport | None = None
+) -> dict[str, Any]:
+    """Score columns for a batch of songs with their trust fields (see :func:`score_store`);
+    a not-served task is an all-null column. ``report`` counts the songs out of domain."""
+    import pyarrow as pa
+
+    from apexmusic.model.provenance import is_simulated
+
+    n = len(scores)
+    served = trust.served() if trust is not None else tuple(model.tasks)
+    columns: dict[str, Any] = {}
+    for i, task in enumerate(model.tasks):
+        value = np.asarray(scores[:, i], dtype=np.float64)
+        columns[task] = value if task in served else pa.nulls(n, pa.float64())
+        if trust is not None:
+            has = task in served and task in trust.intervals.half_width
+            lo, hi = trust.intervals.bounds(task, value) if has else (None, None)
+            columns[f"{task}_lo"] = lo if lo is not None else pa.nulls(n, pa.float64())
+            columns[f"{task}_hi"] = hi if hi is not None else pa.nulls(n, pa.float64())
+    if trust is not None:
+        columns["interval_level"] = np.full(n, trust.intervals.level)
+        flags = distance = None
+        if trust.domain is not None:
+            from apexmusic.trust import head_inputs
+
+            distance = trust.domain.distance(head_inputs(model, layers))
+            flags = trust.domain.in_domain(distance)
+        columns["in_domain"] = pa.array(flags, pa.bool_()) if flags is not None else pa.nulls(n, pa.bool_())
+        columns["domain_distance"] = distance if distance is not None else pa.nulls(n, pa.float64())
+        if report is not None and flags is not None:
+            report.n_domain_checked += n
+            report.n_out_of_domain += int((~flags).sum())
+    columns["model_id"] = pa.array([str(model.model_id)] * n, pa.string())
+    simulated = is_simulated(getattr(model, "provenance", None))
+    columns["simulated_training_data"] = pa.array([simulated] * n, pa.bool_())
+    if report is not None:
+        report.not_served = tuple(t for t in model.tasks if t not in served)
+    return columns
 
 
 def _iter_store_batches(

@@ -13,25 +13,34 @@ not change with ``mc_samples``. Because the outputs are bounded (sigmoid), input
 far from the training data can saturate every pass and shrink the spread again; ``novelty``
 (the RMS z-score of the input embedding under the model's own training standardisation, about
 1 in range) flags those independently.
+
+With trust statistics in the model folder (:mod:`apexmusic.trust`, loaded once) every
+prediction also carries: ``None`` for tasks the model is not trained for, a calibrated
+``lo``/``hi`` per served score at ``interval_level``, the domain alarm (``in_domain``,
+``domain_distance``), and the model's provenance (``simulated_training_data``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from apexmusic.errors import ApexError, ConfigError
+from apexmusic.jsonio import jsonable
+from apexmusic.model.provenance import is_simulated
 from apexmusic.predict.results import Comparison, Prediction, SegmentScore, compare_scores
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingSpec, Failure, SongEmbedding
 from apexmusic.tasks import TASKS
+
+if TYPE_CHECKING:
+    from apexmusic.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ class Predictor:
         self.comparator = comparator
         self.max_seconds = max_seconds
         self.card_markdown = ""  # the model folder's README.md (from_pretrained reads it)
+        self.trust: Trust | None = None  # basis, intervals, domain alarm (from_pretrained reads it)
         self.tasks: tuple[str, ...] = tuple(model.tasks)
         self.model_id: str = str(model.model_id)
         # MC dropout switches the model's train/eval mode; one forward pass at a time.
@@ -90,7 +100,13 @@ class Predictor:
             model, embedder, mc_samples=mc_samples, comparator=folder.comparator(), max_seconds=max_seconds
         )
         predictor.card_markdown = folder.card_markdown()
+        predictor.trust = folder.trust(model_id=model.model_id)
         return predictor
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the model's training data came from (see :mod:`apexmusic.model.provenance`)."""
+        return dict(getattr(self.model, "provenance", {}) or {})
 
     def with_max_seconds(self, max_seconds: float | None) -> Predictor:
         """A view of this predictor (same model, encoder and lock) with another length limit."""
@@ -134,13 +150,14 @@ class Predictor:
             try:
                 pending.append(self.embed(item, song))
             except Exception as exc:  # noqa: BLE001 - one bad song never stops a batch
+                # the Failure is the report (the caller prints or logs it); the log keeps detail
                 if isinstance(exc, ApexError):
-                    log.warning("%s: %s", song.path or song.id, exc)
-                    kind = exc.kind
-                else:  # an unexpected decoder/encoder crash: keep the traceback in the log
-                    log.exception("%s: unexpected error", song.path or song.id)
-                    kind = "error"
-                yield Failure(song.id, song.path, kind, str(exc))
+                    log.info("%s: %s", song.path or song.id, exc)
+                    kind, message = exc.kind, str(exc)
+                else:  # an unexpected decoder/encoder crash: the traceback at debug level
+                    log.debug("%s: unexpected error", song.path or song.id, exc_info=True)
+                    kind, message = "error", f"{type(exc).__name__}: {exc}"
+                yield Failure(song.id, song.path, kind, message)
                 if on_progress:
                     on_progress(1)
                 continue
@@ -159,18 +176,34 @@ class Predictor:
         prob, method = compare_scores(pa.scores, pb.scores, self.comparator)
         return Comparison(prob, method, pa, pb)
 
+    def served(self) -> tuple[str, ...]:
+        """Tasks whose scores are shown (all of them for a model without trust statistics)."""
+        return self.trust.served() if self.trust is not None else self.tasks
+
     def card(self) -> dict[str, Any]:
-        """The model card and what this predictor runs (served at ``GET /v1/model``)."""
+        """The model card, its provenance and trust statistics, and what this predictor runs
+        (served at ``GET /v1/model``); no server paths."""
+        from apexmusic.model.provenance import describe, strip_paths
+
+        spec = self.model.encoder_spec.to_dict() if self.model.encoder_spec else {}
+        if spec.get("weights"):
+            spec["weights"] = strip_paths(spec["weights"])
+        card = jsonable(getattr(self.model, "card", {}))
+        if isinstance(card.get("data"), dict) and "labels" in card["data"]:
+            card["data"]["labels"] = strip_paths(card["data"]["labels"])
         return {
             "model_id": self.model_id,
+            "provenance": {**self.provenance, "notice": describe(self.provenance)},
             "tasks": list(self.tasks),
+            "served_tasks": list(self.served()),
+            "trust": jsonable(self.trust.summary()) if self.trust is not None else None,
             "ranges": {t: [TASKS[t].low, TASKS[t].high] for t in self.tasks},
-            "encoder_spec": _jsonable(spec.to_dict() if (spec := self.model.encoder_spec) else {}),
+            "encoder_spec": jsonable(spec),
             "pooling": self.model.pooling,
             "mc_samples": self.mc_samples,
             "comparator": "arena" if self.comparator is not None else "fallback",
-            "card": _jsonable(getattr(self.model, "card", {})),
-            "card_markdown": self.card_markdown,
+            "card": card,
+            "card_markdown": strip_paths(self.card_markdown),
         }
 
     # ---- steps -----------------------------------------------------------------------------
@@ -196,22 +229,41 @@ class Predictor:
             novelty = self._novelty(song_layers)
             scored = score_songs(self.model, song_layers, segments, weights, with_segments=True)
             spread = mc_song_spread(self.model, song_layers, segments, weights, self.mc_samples)
+            features = self._domain_features(song_layers)
+        served = set(self.served())
+        simulated = is_simulated(self.provenance)
         results = []
         for i, song in enumerate(songs):
-            results.append(
-                Prediction(
-                    id=song.id,
-                    path=song.path,
-                    scores={t: float(scored.songs[i, k]) for k, t in enumerate(self.tasks)},
-                    uncertainty={t: float(spread[i, k]) for k, t in enumerate(self.tasks)},
-                    timeline=self._timeline(song, scored.segments[i]),  # type: ignore[index]
-                    duration_s=float(song.duration_s),
-                    model_id=self.model_id,
-                    tags=self._top_tags(song),
-                    novelty=None if novelty is None else round(float(novelty[i]), 4),
-                )
+            raw = {t: float(scored.songs[i, k]) for k, t in enumerate(self.tasks)}
+            std = {t: float(spread[i, k]) for k, t in enumerate(self.tasks)}
+            pred = Prediction(
+                id=song.id,
+                path=song.path,
+                scores={t: (v if t in served else None) for t, v in raw.items()},
+                uncertainty={t: (v if t in served else None) for t, v in std.items()},
+                timeline=self._timeline(song, scored.segments[i], served),  # type: ignore[index]
+                duration_s=float(song.duration_s),
+                model_id=self.model_id,
+                tags=self._top_tags(song),
+                novelty=None if novelty is None else round(float(novelty[i]), 4),
+                simulated_training_data=simulated,
             )
+            if self.trust is not None:
+                trust = self.trust.annotate(raw, None if features is None else features[i])
+                pred.intervals = trust["intervals"]
+                pred.interval_level = trust["level"]
+                pred.in_domain = trust.get("in_domain")
+                pred.domain_distance = trust.get("domain_distance")
+            results.append(pred)
         return results
+
+    def _domain_features(self, layers: np.ndarray) -> np.ndarray | None:
+        """The songs' head inputs, for the domain alarm (None without domain statistics)."""
+        if self.trust is None or self.trust.domain is None:
+            return None
+        from apexmusic.trust import head_inputs
+
+        return head_inputs(self.model, layers)
 
     def _novelty(self, layers: np.ndarray) -> np.ndarray | None:
         """RMS of the standardised model input: ~1 for songs like the training data."""
@@ -224,7 +276,7 @@ class Predictor:
             x = net.prepare(torch.from_numpy(layers).to(self.model.device))
         return x.reshape(len(layers), -1).pow(2).mean(1).sqrt().cpu().numpy()
 
-    def _timeline(self, song: SongEmbedding, seg_scores: np.ndarray) -> list[SegmentScore]:
+    def _timeline(self, song: SongEmbedding, seg_scores: np.ndarray, served: set[str]) -> list[SegmentScore]:
         seconds = float(self.embedder.segment_config.segment_seconds)
         hop = float(self.embedder.segment_config.hop_seconds or seconds)
         timeline = []
@@ -235,7 +287,7 @@ class Predictor:
                 SegmentScore(
                     round(start, 3),
                     round(max(end, start), 3),
-                    {t: float(seg_scores[j, k]) for k, t in enumerate(self.tasks)},
+                    {t: (float(seg_scores[j, k]) if t in served else None) for k, t in enumerate(self.tasks)},
                 )
             )
         return timeline
@@ -377,7 +429,3 @@ def check_duration(duration_s: float, max_seconds: float | None) -> None:
         from apexmusic.errors import AudioContentError
 
         raise AudioContentError(f"{duration_s:.1f} s of audio is longer than the {max_seconds:g} s limit")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

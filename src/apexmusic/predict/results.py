@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,22 +19,32 @@ class SegmentScore:
 
     start_s: float
     end_s: float
-    scores: dict[str, float]
+    scores: dict[str, float | None]
 
 
 @dataclass
 class Prediction:
-    """Scores for one song, in the tasks' natural ranges (0-100 popularity, 1-5 aesthetics)."""
+    """Scores for one song, in the tasks' natural ranges (0-100 popularity, 1-5 aesthetics).
+
+    A task the model is not trusted to answer (too few labelled songs, see
+    :mod:`apexmusic.trust`) has ``None`` for its score, spread and interval. A model saved
+    before trust statistics existed leaves ``intervals``, ``in_domain`` and the rest empty.
+    """
 
     id: str
     path: str
-    scores: dict[str, float]
-    uncertainty: dict[str, float]  # task -> MC-dropout standard deviation (0 when mc_samples=0)
+    scores: dict[str, float | None]  # None: the task is not served
+    uncertainty: dict[str, float | None]  # task -> MC-dropout standard deviation (0 when mc_samples=0)
     timeline: list[SegmentScore]
     duration_s: float
     model_id: str
     tags: list[tuple[str, float]] | None = None  # top encoder tags and probabilities
     novelty: float | None = None  # RMS z-score of the input vs the training data (~1 in range)
+    intervals: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> {"lo", "hi"}
+    interval_level: float | None = None  # e.g. 0.9: each lo-hi holds the true value 90 % of the time
+    in_domain: bool | None = None  # False: unlike the training songs (None: no calibrated alarm)
+    domain_distance: float | None = None  # ~1 for training-like songs
+    simulated_training_data: bool | None = None  # the model's provenance (None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested form (the service's response body)."""
@@ -43,11 +53,24 @@ class Prediction:
         return out
 
     def to_row(self) -> dict[str, Any]:
-        """One flat output row: id, path, scores, ``<task>_std``, model_id, duration_s, tags."""
+        """One flat output row: id, path, per task ``<task>`` (None when not served),
+        ``<task>_lo``/``<task>_hi`` (with trust statistics) and ``<task>_std`` (MC dropout), then
+        interval_level, in_domain, domain_distance, model_id, simulated_training_data,
+        duration_s, novelty, tags."""
         row: dict[str, Any] = {"id": self.id, "path": self.path}
-        row.update(self.scores)
+        trusted = self.interval_level is not None
+        for task, value in self.scores.items():
+            row[task] = value
+            if trusted:
+                bounds = self.intervals.get(task, {})
+                row[f"{task}_lo"], row[f"{task}_hi"] = bounds.get("lo"), bounds.get("hi")
         row.update({f"{task}_std": std for task, std in self.uncertainty.items()})
+        if trusted:
+            row["interval_level"] = self.interval_level
+            row["in_domain"] = self.in_domain
+            row["domain_distance"] = self.domain_distance
         row["model_id"] = self.model_id
+        row["simulated_training_data"] = self.simulated_training_data
         row["duration_s"] = self.duration_s
         if self.novelty is not None:
             row["novelty"] = self.novelty
@@ -90,6 +113,8 @@ def compare_scores(
     the task's range (25 points for popularity, 1 point for aesthetics) and the logistic of
     the mean of those standardised differences is returned (method ``"fallback"``).
     """
+    scores_a = {t: v for t, v in scores_a.items() if v is not None}  # not-served tasks say nothing
+    scores_b = {t: v for t, v in scores_b.items() if v is not None}
     if comparator is not None:
         return float(comparator.prob_a_wins(scores_a, scores_b)), "comparator"
     tasks = [t for t in scores_a if t in scores_b and t in TASKS]

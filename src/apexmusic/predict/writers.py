@@ -10,6 +10,9 @@ Predictor makes them) or column batches (arrays, as store scoring makes them) an
 - ``resume=False``: starts a new file, refusing to overwrite an existing one unless
   ``overwrite=True`` (store scoring writes to a temporary name, then renames). Parquet then
   streams row groups straight into the file.
+
+JSONL and CSV floats are rounded to ``DIGITS`` significant digits (scores come from float32
+arithmetic, good to about seven); ``digits=None`` writes them in full. Parquet keeps full floats.
 """
 
 from __future__ import annotations
@@ -27,39 +30,91 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.choices import OUTPUT_DIGITS
 from apexmusic.errors import ConfigError
+from apexmusic.paths import output_dir
 
 log = logging.getLogger(__name__)
+
+DIGITS = OUTPUT_DIGITS
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
 
 Columns = Mapping[str, Any]  # column name -> numpy array, Arrow array or list
 
 
-def open_writer(
-    out_file: str | Path, resume: bool, overwrite: bool = False, fmt: str | None = None
-) -> OutputWriter:
-    """The writer for ``out_file``'s format (or ``fmt``, a suffix, for a temporary name)."""
-    out_file = Path(out_file)
-    suffix = (fmt or out_file.suffix).lower()
+def output_format(out_file: str | Path) -> str:
+    """The suffix of an output file (``.jsonl``, ``.csv`` or ``.parquet``); ConfigError otherwise."""
+    suffix = Path(out_file).suffix.lower() or str(out_file).lower()
     if suffix not in OUTPUT_FORMATS:
         raise ConfigError(f"--out must end in one of {', '.join(OUTPUT_FORMATS)}: {out_file}")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    return suffix
+
+
+def open_writer(
+    out_file: str | Path,
+    resume: bool,
+    overwrite: bool = False,
+    fmt: str | None = None,
+    digits: int | None = DIGITS,
+) -> OutputWriter:
+    """The writer for ``out_file``'s format (or ``fmt``, a suffix, for a temporary name);
+    ``digits``: significant digits of text floats (None: full precision)."""
+    out_file = Path(out_file)
+    suffix = output_format(fmt or out_file)
+    output_dir(out_file.parent)
     exists = out_file.exists() or (suffix == ".parquet" and _parts_dir(out_file).exists())
     if exists and not resume and not overwrite:
         raise ConfigError(f"{out_file} already exists; pass --resume to continue it or remove it")
     if exists and overwrite and not resume:
         out_file.unlink(missing_ok=True)
     cls = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}[suffix]
-    return cls(out_file, resume)
+    return cls(out_file, resume, digits)
+
+
+def round_significant(values: Any, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (NaN, inf and 0 unchanged). Dividing
+    by an exact power of ten gives the double nearest the rounded decimal, so it prints short."""
+    x = np.array(values, dtype=np.float64)
+    out = x.copy()
+    ok = np.isfinite(x) & (x != 0)
+    exp = np.zeros_like(x)
+    exp[ok] = digits - 1 - np.floor(np.log10(np.abs(x[ok])))
+    up, down = ok & (exp >= 0), ok & (exp < 0)
+    out[up] = np.round(x[up] * 10.0 ** exp[up]) / 10.0 ** exp[up]
+    out[down] = np.round(x[down] / 10.0 ** -exp[down]) * 10.0 ** -exp[down]
+    return out
+
+
+def _round_value(value: Any, digits: int | None) -> Any:
+    if digits is None:
+        return value
+    if isinstance(value, float | np.floating):
+        return float(round_significant(value, digits))
+    if isinstance(value, list | tuple):
+        return [_round_value(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _round_value(v, digits) for k, v in value.items()}
+    return value
 
 
 class OutputWriter:
     """Rows or column batches to one output file; see the module docstring."""
 
-    def __init__(self, path: Path, resume: bool):
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
         self.path = path
         self.resume = resume
+        self.digits = digits
+
+    def _rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: _round_value(v, self.digits) for k, v in r.items()} for r in rows]
+
+    def _columns(self, columns: Columns) -> dict[str, Any]:
+        def rounded(col: Any) -> Any:
+            floats = isinstance(col, np.ndarray) and col.dtype.kind == "f"
+            return round_significant(col, self.digits) if floats and self.digits is not None else col
+
+        return {name: rounded(col) for name, col in columns.items()}
 
     def done_ids(self) -> set[str]:
         raise NotImplementedError
@@ -75,8 +130,8 @@ class OutputWriter:
 
 
 class JsonlWriter(OutputWriter):
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, digits)
         _drop_partial_last_line(path)
 
     def done_ids(self) -> set[str]:
@@ -92,15 +147,15 @@ class JsonlWriter(OutputWriter):
         return ids
 
     def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        _append_durably(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        _append_durably(self.path, "".join(json.dumps(r) + "\n" for r in self._rows(rows)).encode())
 
     def write_columns(self, columns: Columns) -> None:
-        _append_durably(self.path, jsonl_lines(columns))
+        _append_durably(self.path, jsonl_lines(self._columns(columns)))
 
 
 class CsvWriter(OutputWriter):
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, digits)
         _drop_partial_last_line(path)
         self.header: list[str] | None = None
         if path.exists() and path.stat().st_size:
@@ -121,14 +176,14 @@ class CsvWriter(OutputWriter):
         w = csv.DictWriter(buf, fieldnames=self.header, extrasaction="ignore", lineterminator="\n")
         if new_file:
             w.writeheader()
-        w.writerows(rows)
+        w.writerows(self._rows(rows))
         _append_durably(self.path, buf.getvalue().encode())
 
     def write_columns(self, columns: Columns) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        table = pa.table(dict(columns))
+        table = pa.table(self._columns(columns))
         new_file = self.header is None
         if new_file:
             self.header = list(table.column_names)
@@ -142,8 +197,8 @@ class CsvWriter(OutputWriter):
 class ParquetWriter(OutputWriter):
     """Resumable: atomic part files merged by ``close``. New: row groups streamed to the file."""
 
-    def __init__(self, path: Path, resume: bool):
-        super().__init__(path, resume)
+    def __init__(self, path: Path, resume: bool, digits: int | None = DIGITS):
+        super().__init__(path, resume, None)  # binary floats: nothing to gain from rounding
         self.parts = _parts_dir(path)
         self._stream: Any = None
 
@@ -162,7 +217,11 @@ class ParquetWriter(OutputWriter):
     def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         import pyarrow as pa
 
-        self._write(pa.Table.from_pylist(list(rows)))
+        table = pa.Table.from_pylist(list(rows))
+        for i, f in enumerate(table.schema):  # an all-None column (a task not served) stays a number column
+            if pa.types.is_null(f.type):
+                table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))
+        self._write(table)
 
     def write_columns(self, columns: Columns) -> None:
         import pyarrow as pa
@@ -241,8 +300,10 @@ def jsonl_lines(columns: Columns) -> bytes:
     parts: list[Any] = []
     for i, (name, col) in enumerate(columns.items()):
         parts.append(("{" if i == 0 else ", ") + json.dumps(name) + ": ")
-        if isinstance(col, np.ndarray) and col.dtype.kind == "f":
-            parts.append(pc.cast(pa.array(col.astype(np.float64)), pa.string()))
+        if isinstance(col, np.ndarray) and col.dtype.kind in "fb":
+            col = pa.array(col.astype(np.float64) if col.dtype.kind == "f" else col)
+        if isinstance(col, pa.Array) and not pa.types.is_string(col.type):
+            parts.append(pc.fill_null(pc.cast(col, pa.string()), "null"))  # numbers, booleans, nulls
         else:
             parts.append(_json_string_array(col))
     parts.append("}\n")

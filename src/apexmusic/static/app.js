@@ -9,12 +9,15 @@ const LABELS = {
   score_streams: "Streams", score_likes: "Likes", coherence: "Coherence", musicality: "Musicality",
   memorability: "Memorability", clarity: "Clarity", naturalness: "Naturalness",
 };
-const NOVELTY_WARN = 3; // RMS z-score of the input embedding; ~1 for songs like the training data
+const NOVELTY_WARN = 3; // RMS z-score of the input embedding; used only for models without a domain alarm
+const NOT_TRAINED = "not trained";
 let MODEL = null;
 
 const $ = (id) => document.getElementById(id);
 const label = (task) => LABELS[task] || task;
 const fmt = (x) => Number(x).toFixed(2);
+const served = (pred, task) => pred.scores[task] !== null && pred.scores[task] !== undefined;
+const pct = (x) => `${Math.round(100 * x)}%`;
 
 function el(tag, attrs = {}, parent = null, text = null) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -35,6 +38,18 @@ function html(tag, attrs = {}, parent = null, text = null) {
 function setStatus(message, isError = false) {
   $("status").textContent = message;
   $("status").className = isError ? "error" : "";
+  if (isError) clearResults();
+}
+
+// An error replaces the previous song's results: numbers left on screen under it would read as
+// this song's.
+function clearResults() {
+  const results = $("results");
+  results.hidden = true;
+  results.removeAttribute("data-ready");
+  $("verdict").hidden = true;
+  for (const id of ["verdict", "legend", "bars", "tags", "timeline"]) $(id).replaceChildren();
+  document.querySelector("#score-table tbody").replaceChildren();
 }
 
 async function loadModel() {
@@ -45,9 +60,23 @@ async function loadModel() {
     $("model-info").textContent =
       `model ${MODEL.model_id} · encoder ${enc.encoder || enc.name || "?"} · ${MODEL.tasks.length} scores · ` +
       `uncertainty from ${MODEL.mc_samples} dropout samples`;
+    showProvenance(MODEL);
   } catch (e) {
     $("model-info").textContent = "model card unavailable";
   }
+}
+
+function showProvenance(model) {
+  const prov = model.provenance || {};
+  const box = $("provenance");
+  let text = prov.notice || "training data not recorded";
+  if (prov.simulated) text = text.charAt(0).toUpperCase() + text.slice(1);
+  const notServed = (model.tasks || []).filter((t) => !(model.served_tasks || model.tasks).includes(t));
+  if (notServed.length) text += ` · not trained: ${notServed.map(label).join(", ")}`;
+  box.textContent = text;
+  box.className = prov.simulated ? "provenance simulated" : "provenance";
+  box.setAttribute("data-simulated", String(Boolean(prov.simulated)));
+  box.hidden = false;
 }
 
 function range(task) {
@@ -121,7 +150,12 @@ function drawLegend(songs) {
     s.title = pred.id;
   }
   for (const [key, pred] of songs) {
-    if (pred.novelty != null && pred.novelty > NOVELTY_WARN) {
+    if (pred.in_domain === false) {
+      html("p", { class: "warn domain-alarm", "data-song": key }, legend,
+        `${key.toUpperCase()} is unlike the songs this model was trained on (distance ` +
+        `${fmt(pred.domain_distance)}; training-like songs sit near 1): its scores are extrapolations, ` +
+        `and their intervals do not hold for it.`);
+    } else if (pred.in_domain == null && pred.novelty != null && pred.novelty > NOVELTY_WARN) {
       html("p", { class: "warn", "data-song": key }, legend,
         `${key.toUpperCase()} is unlike the training data (novelty ${pred.novelty.toFixed(1)}; ` +
         `about 1 is typical): its scores are extrapolations.`);
@@ -150,6 +184,17 @@ function drawBars(songs) {
       const v = pred.scores[task], sd = pred.uncertainty[task] || 0;
       const frac = (x) => Math.max(0, Math.min(1, (x - lo) / (hi - lo)));
       const y = y0 + j * (bh + 4);
+      if (!served(pred, task)) {
+        el("text", { x: left + 4, y: y + bh / 2 + 4, "font-size": 12, fill: "#6b7385", class: "bar-label",
+          "data-song": key, "data-task": task }, svg, NOT_TRAINED);
+        return;
+      }
+      const iv = (pred.intervals || {})[task];
+      if (iv) {
+        el("rect", { x: left + frac(iv.lo) * barW, y: y - 2, width: Math.max(1, (frac(iv.hi) - frac(iv.lo)) * barW),
+          height: bh + 4, fill: SONG_COLOURS[key], opacity: 0.18, class: "interval", "data-song": key,
+          "data-task": task }, svg);
+      }
       el("rect", { x: left, y, width: Math.max(1, frac(v) * barW), height: bh, rx: 3,
         fill: SONG_COLOURS[key], opacity: 0.85, class: "bar", "data-song": key, "data-task": task,
         "data-value": String(v) }, svg);
@@ -170,8 +215,10 @@ function fillTable(songs) {
   const head = table.tHead.rows[0];
   head.replaceChildren();
   html("th", {}, head, "score");
+  const level = songs[0][1].interval_level;
   for (const [key] of songs) {
     html("th", {}, head, `${key.toUpperCase()} score`);
+    if (level != null) html("th", {}, head, `${key.toUpperCase()} ${pct(level)} interval`);
     html("th", {}, head, `${key.toUpperCase()} ± sd`);
   }
   html("th", {}, head, "range");
@@ -181,8 +228,19 @@ function fillTable(songs) {
     const tr = html("tr", {}, body);
     html("td", {}, tr, label(task));
     for (const [key, pred] of songs) {
+      if (!served(pred, task)) {
+        html("td", { class: "not-trained", colspan: level != null ? 3 : 2, "data-song": key, "data-task": task,
+          "data-kind": "score", "data-value": "" }, tr, NOT_TRAINED);
+        continue;
+      }
       html("td", { class: "num", "data-song": key, "data-task": task, "data-kind": "score",
         "data-value": String(pred.scores[task]) }, tr, fmt(pred.scores[task]));
+      if (level != null) {
+        const iv = (pred.intervals || {})[task];
+        html("td", { class: "num", "data-song": key, "data-task": task, "data-kind": "interval",
+          "data-lo": iv ? String(iv.lo) : "", "data-hi": iv ? String(iv.hi) : "" }, tr,
+          iv ? `${fmt(iv.lo)}–${fmt(iv.hi)}` : "–");
+      }
       html("td", { class: "num", "data-song": key, "data-task": task, "data-kind": "std",
         "data-value": String(pred.uncertainty[task]) }, tr, fmt(pred.uncertainty[task]));
     }
@@ -206,7 +264,7 @@ function drawTimelines(songs) {
   box.replaceChildren();
   for (const [key, pred] of songs) {
     if (songs.length > 1) html("h3", {}, box, `${key.toUpperCase()}: ${pred.path || pred.id}`);
-    const tasks = Object.keys(pred.scores);
+    const tasks = Object.keys(pred.scores).filter((t) => served(pred, t));
     const groups = [
       ["Popularity (0–100)", tasks.filter((t) => t.startsWith("score_"))],
       ["Aesthetics (1–5)", tasks.filter((t) => !t.startsWith("score_"))],

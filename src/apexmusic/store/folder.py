@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from apexmusic.errors import ConfigError, StoreError
+from apexmusic.paths import output_dir
 from apexmusic.store.files import atomic_write_json, fsync, fsync_dir, unlink_quietly
 from apexmusic.store.lock import WriterLock
 from apexmusic.store.spec import EmbeddingSpec
@@ -92,6 +93,18 @@ class Failure:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
+
+    def append_to(self, path: str | Path) -> None:
+        """Append this failure as one durable JSON line to a failure log (``failures.jsonl``),
+        on a line of its own even after a torn write left the log without a final newline."""
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+            os.write(fd, lead + self.to_json().encode("utf-8") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -164,10 +177,7 @@ class EmbeddingStore:
         manifest was deleted is checked against its shards' own specs.
         """
         store = cls(root)
-        try:
-            store.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {store.root}: {exc.strerror}") from None
+        output_dir(store.root, "embedding store")
         store._lock = WriterLock(store.root)
         try:
             store._open_for_writing(spec, resume)
@@ -322,16 +332,9 @@ class EmbeddingStore:
         self._checked.discard(shard)
 
     def record_failure(self, failure: Failure) -> None:
-        """Append one line to ``failures.jsonl``, on a line of its own even after a torn write."""
+        """Append one line to ``failures.jsonl`` (StoreError naming it when that fails)."""
         try:
-            fd = os.open(self.failures_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-                os.write(fd, lead + failure.to_json().encode("utf-8") + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            failure.append_to(self.failures_path)
         except OSError as exc:
             raise StoreError(f"cannot write {self.failures_path}: {exc.strerror or exc}") from None
 

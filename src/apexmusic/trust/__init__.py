@@ -39,7 +39,14 @@ from apexmusic.trust.domain import (
     head_inputs,
     measure_false_alarms,
 )
-from apexmusic.trust.intervals import DEFAULT_LEVEL, Intervals, conformal_quantile, fit_intervals, measure
+from apexmusic.trust.intervals import (
+    DEFAULT_LEVEL,
+    Intervals,
+    conformal_quantile,
+    fit_cross_conformal,
+    fit_intervals,
+    measure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +110,11 @@ class Trust:
 
 
 def save_trust(trust: Trust, directory: str | Path) -> Path:
-    """Write :data:`TRUST_JSON` and (with domain statistics) :data:`TRUST_ARRAYS`."""
-    from safetensors.numpy import save_file
+    """Write :data:`TRUST_JSON` and (with domain statistics) :data:`TRUST_ARRAYS`, atomically and
+    with the mode of the model's other files."""
+    from safetensors.numpy import save
+
+    from apexmusic.model.directory import write_atomic
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -113,8 +123,8 @@ def save_trust(trust: Trust, directory: str | Path) -> Path:
             "domain_mean": np.ascontiguousarray(trust.domain.mean, np.float64),
             "domain_precision": np.ascontiguousarray(trust.domain.precision, np.float64),
         }
-        save_file(arrays, str(directory / TRUST_ARRAYS))
-    (directory / TRUST_JSON).write_text(json.dumps(trust.summary(), indent=2), encoding="utf-8")
+        write_atomic(directory / TRUST_ARRAYS, save(arrays))
+    write_atomic(directory / TRUST_JSON, json.dumps(trust.summary(), indent=2).encode("utf-8"))
     return directory
 
 
@@ -199,6 +209,7 @@ __all__ = [
     "Trust",
     "check_split",
     "conformal_quantile",
+    "fit_cross_conformal",
     "fit_domain",
     "fit_intervals",
     "fit_trust",
