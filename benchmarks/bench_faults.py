@@ -32,18 +32,35 @@ sys.path.insert(0, str(ROOT / "tests"))
 FLAGS = ["--workers", "0", "--segment-seconds", "2", "--batch-size", "2"]
 
 
-def _progress_reader(proc: subprocess.Popen, marks: list[tuple[float, int]]) -> threading.Thread:
+def _start(command: list[str], env: dict[str, str], marks: list[tuple[float, int]]) -> subprocess.Popen:
+    """Run ``command`` with stderr on a terminal (the progress bar is drawn only on one); a
+    thread records ``(time, songs done)`` from the bar."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 240, 0, 0))
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+
     def read() -> None:
         text = ""
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            text += chunk.decode("utf-8", "replace")
-            done = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", text[-400:])]
-            if done:
-                marks.append((time.monotonic(), max(done)))
+        try:
+            while chunk := os.read(master, 4096):
+                text += chunk.decode("utf-8", "replace")
+                done = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", text[-400:])]
+                if done:
+                    marks.append((time.monotonic(), max(done)))
+        except OSError:  # EIO: the process closed the terminal
+            pass
+        finally:
+            os.close(master)
 
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
+    proc.reader = threading.Thread(target=read, daemon=True)
+    proc.reader.start()
+    return proc
 
 
 def _rows(out: Path) -> int:
@@ -88,13 +105,8 @@ def main() -> None:
             sig = signal.SIGKILL if k < args.kills else signal.SIGTERM
             out = tmp_path / f"store{k}"
             marks: list[tuple[float, int]] = []
-            proc = subprocess.Popen(
-                [*command, "--out", str(out), "--flush-seconds", str(args.flush_seconds)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            reader = _progress_reader(proc, marks)
+            flush = ["--flush-seconds", str(args.flush_seconds)]
+            proc = _start([*command, "--out", str(out), *flush], env, marks)
             delay = float(rng.uniform(0.2, 0.9) * full_run)
             try:
                 proc.wait(timeout=delay)
@@ -103,7 +115,7 @@ def main() -> None:
             killed_at = time.monotonic()
             proc.send_signal(sig)
             code = proc.wait()
-            reader.join(10)
+            proc.reader.join(10)
             window = killed_at - args.flush_seconds - 0.5
             due = max([n for t, n in marks if t <= window], default=0)  # finished well before the kill
             kept = _rows(out)

@@ -125,17 +125,38 @@ def test_two_embed_processes_at_once_never_duplicate_a_song(corpus, reference, t
 
 
 class _Stderr:
-    """A subprocess's stderr, read by a thread as it comes (the progress bar never ends a line)."""
+    """A subprocess whose stderr is a terminal (the progress bar is drawn only on one), read by a
+    thread as it comes."""
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, *args: str, **kwargs):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        master, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 240, 0, 0))  # room for the bar
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apexmusic.cli", *args],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            **kwargs,
+        )
+        os.close(terminal)
         self.chunks: list[bytes] = []
-        self.fd = proc.stderr.fileno()
+        self.fd = master
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
-        while chunk := os.read(self.fd, 4096):
-            self.chunks.append(chunk)
+        try:
+            while chunk := os.read(self.fd, 4096):
+                self.chunks.append(chunk)
+        except OSError:  # EIO: the process closed the terminal
+            pass
+        finally:
+            os.close(self.fd)
 
     @property
     def text(self) -> str:
@@ -159,8 +180,8 @@ class _Stderr:
 def test_a_signal_keeps_finished_songs_and_prints_the_resume_command(signum, corpus, reference, tmp_path):
     out = tmp_path / "store"
     args = ["embed", str(corpus), "--out", str(out), *FLAGS, "--workers", "1", "--flush-seconds", "600"]
-    proc = _cli(*args, start_new_session=True)
-    stderr = _Stderr(proc)
+    stderr = _Stderr(*args, start_new_session=True)
+    proc = stderr.proc
     assert stderr.wait_for_songs(proc, 4)
     os.killpg(proc.pid, signum)  # the whole group, decoder processes too, as Ctrl-C and systemd do
     proc.wait(timeout=60)
@@ -182,11 +203,11 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_store(corp
     out = tmp_path / "store"
     args = ["embed", str(corpus), "--out", str(out), *FLAGS, "--flush-seconds", "0.2", "--resume"]
     rng = np.random.default_rng(13)
-    kept = 0
+    kept, mid_run = 0, []
     for _ in range(3):
-        proc = _cli(*args)
-        stderr = _Stderr(proc)
-        stderr.wait_for_songs(proc, int(rng.integers(1, 4)))  # mid-run: some songs done, more to do
+        stderr = _Stderr(*args)
+        proc = stderr.proc
+        mid_run.append(stderr.wait_for_songs(proc, int(rng.integers(1, 4))))  # some songs done, more to do
         time.sleep(float(rng.uniform(0.0, 0.3)))
         proc.kill()
         proc.wait()
@@ -194,7 +215,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_store(corp
         assert check.clean and not check.bad  # whole shards only, never a song twice
         assert kept <= check.n_rows <= 16
         kept = check.n_rows
-    assert kept > 0  # with a 0.2 s flush, finished songs were kept across the kills
+    assert mid_run[0] and kept > 0  # killed mid-run; with a 0.2 s flush, finished songs were kept
     assert main(args) == 0
     _assert_equal_to(reference, out)
 
