@@ -53,6 +53,8 @@ class WriterLock:
                     f"{self.root} is being written by {who} (lock {self.path}); "
                     "wait for it to finish or stop it, then --resume"
                 ) from None
+            except OSError as exc:  # a file system without locks: go on, but say so
+                log.warning("cannot lock %s (%s): no guard against a second writer", self.path, exc.strerror)
             _write_pid(fd)
             _held[self.key] = (fd, 1)
             self.held = True
