@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from apexmusic.predict import Predictor
@@ -97,7 +98,7 @@ def test_model_card_health_docs_and_page(client, predictor):
     assert {"/v1/predict", "/v1/compare", "/v1/model", "/healthz"} <= set(spec["paths"])
     post = spec["paths"]["/v1/predict"]["post"]
     assert "multipart/form-data" in post["requestBody"]["content"]
-    assert {"200", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"200", "408", "413", "415", "422", "503"} <= set(post["responses"])
     assert {"PredictionOut", "ComparisonOut", "ErrorOut"} <= set(spec["components"]["schemas"])
     assert client.get("/docs").status_code == 200
     page = client.get("/")
@@ -284,7 +285,9 @@ def test_busy_server_answers_503_with_retry_after_and_stays_responsive(predictor
                 "status": "ok",
                 "model_id": predictor.model_id,
                 "in_flight": 0,
+                "uploading": 0,
                 "rejected": 1,
+                "timed_out": 0,
             }
 
 
@@ -329,3 +332,314 @@ def test_real_server_answers_413_to_headers_alone(predictor):
             reply = _read_response(sock)
     assert reply.startswith("HTTP/1.1 413")
     assert '"error": "too_large"' in reply
+
+
+# ---- slow clients ---------------------------------------------------------------------------
+
+
+def _slow_client(url: str, kind: str, results: list, pace_s: float = 0.25, give_up_s: float = 15.0) -> None:
+    """A loopback client that dribbles its request: ``silent`` sends nothing, ``headers`` never
+    finishes its headers, ``body`` declares 200 KB and sends a few bytes per step. It stops at
+    the first reply and records (kind, status line, seconds connected)."""
+    import select
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=give_up_s) as sock:
+        if kind == "body":
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+        elif kind == "headers":
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+        reply = b""
+        while time.monotonic() - started < give_up_s:
+            readable, _, _ = select.select([sock], [], [], pace_s)
+            if readable:
+                reply = _read_response(sock).encode()
+                break
+            piece = {"silent": b"", "headers": b"X-Slow: 1\r\n", "body": b"x" * 16}[kind]
+            try:
+                sock.sendall(piece)
+            except OSError:
+                break
+    results.append((kind, reply.split(b"\r\n", 1)[0].decode(), time.monotonic() - started))
+
+
+@pytest.fixture(scope="module")
+def short_wav(tmp_path_factory) -> bytes:
+    from _audio_files import music_like, write_audio
+
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    return write_audio(path, music_like(5.0, 22050), 22050).read_bytes()
+
+
+def test_slow_clients_time_out_with_408_and_never_lock_others_out(predictor, short_wav):
+    """20 slow clients (more than max_concurrency + max_queue = 2) stay connected while a normal
+    client is served; each slow one gets a 408 about when its deadline passes."""
+    config = ServeConfig(max_concurrency=1, max_queue=1, header_timeout_s=1.5, body_timeout_s=6.0)
+    app = create_app(predictor=predictor, config=config)
+    results: list = []
+    kinds = ["silent"] * 2 + ["headers"] * 8 + ["body"] * 10
+    with background_server(app) as url:
+        threads = [threading.Thread(target=_slow_client, args=(url, kind, results)) for kind in kinds]
+        for t in threads:
+            t.start()
+        with httpx.Client(base_url=url, timeout=30) as c:
+            deadline = time.monotonic() + 10
+            while c.get("/healthz").json()["uploading"] < 10:  # every slow body is arriving
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert c.get("/healthz").json()["in_flight"] == 0  # none of them holds an admission slot
+            r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+            assert r.status_code == 200, r.text
+            assert sum(kind == "body" for kind, _, _ in results) == 0  # served while they dribbled
+            for t in threads:
+                t.join(30)
+            health = c.get("/healthz").json()
+    assert sorted(kind for kind, _, _ in results) == sorted(kinds)
+    for kind, status, seconds in results:
+        assert status == "HTTP/1.1 408 Request Timeout", (kind, status)
+        deadline_s = config.header_timeout_s if kind != "body" else config.body_timeout_s
+        assert deadline_s - 0.1 <= seconds < deadline_s + 5, (kind, seconds)
+    assert health["timed_out"] == 10 and health["uploading"] == 0 and health["rejected"] == 0
+
+
+def test_too_many_uploads_at_once_get_503(predictor, short_wav):
+    app = create_app(predictor=predictor, config=ServeConfig(max_uploading=1, body_timeout_s=3.0))
+    results: list = []
+    with background_server(app) as url:
+        slow = threading.Thread(target=_slow_client, args=(url, "body", results))
+        slow.start()
+        with httpx.Client(base_url=url, timeout=30) as c:
+            deadline = time.monotonic() + 10
+            while c.get("/healthz").json()["uploading"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+            body = _error(r, 503, "busy")
+            assert "uploads in progress" in body["detail"] and r.headers["retry-after"] == "2"
+            slow.join(30)
+            assert results[0][1].startswith("HTTP/1.1 408")
+            r = c.post("/v1/predict", files={"file": ("clip.wav", short_wav, "audio/wav")})
+            assert r.status_code == 200  # the slot is free again after the deadline
+
+
+def test_408_body_is_json_and_unread_bodies_are_not_waited_for(predictor):
+    import socket
+
+    app = create_app(predictor=predictor, config=ServeConfig(body_timeout_s=0.5))
+    results: list = []
+    with background_server(app) as url:
+        _slow_client(url, "body", results, pace_s=0.1)
+        [(_, status, _)] = results
+        assert status.startswith("HTTP/1.1 408")
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            reply = _read_response(sock)
+        assert reply.startswith("HTTP/1.1 408") and "connection: close" in reply.lower()
+        assert '"error": "timeout"' in reply and "0.5 s" in reply
+        # A body nobody reads (the route answers 405 at once) is not waited for either.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nab")
+            assert _read_response(sock).startswith("HTTP/1.1 405")
+            assert _closed_within(sock, 3.0)
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """Keep sending until the server closes the connection (True) or ``seconds`` pass."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b"x" * 1000)
+            if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ---- decode budget --------------------------------------------------------------------------
+
+
+def _flac_8ch_192k(path: Path, seconds: float, header_seconds: float | None) -> Path:
+    """An 8-channel 192 kHz FLAC of ``seconds`` of silence whose STREAMINFO claims
+    ``header_seconds`` (0: unknown length)."""
+    from _audio_files import write_audio
+
+    write_audio(path, np.zeros((int(seconds * 192_000), 8), np.float32), 192_000)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    if header_seconds is not None:
+        packed = int.from_bytes(data[18:26], "big")
+        packed = (packed & ~((1 << 36) - 1)) | int(header_seconds * 192_000)
+        data[18:26] = packed.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+class _CountingPredictor:
+    def __init__(self, inner: Predictor):
+        self.inner, self.calls, self.views = inner, 0, []
+        self.model_id, self.comparator, self.max_seconds = inner.model_id, None, inner.max_seconds
+
+    def predict(self, items, batch_size=8):
+        self.calls += 1
+        return self.inner.predict(items, batch_size)
+
+    def with_max_seconds(self, max_seconds):
+        view = _CountingPredictor(self.inner.with_max_seconds(max_seconds))
+        self.views.append(view)
+        return view
+
+    def card(self):
+        return self.inner.card()
+
+
+def test_decompression_bomb_flac_is_refused_from_its_header(predictor, tmp_path):
+    """The 8-channel 192 kHz, 1,300 s FLAC: under the 900 s limit's header tolerance, but 2e9
+    samples to decode. 422 before any decoding."""
+    import av
+
+    bomb = _flac_8ch_192k(tmp_path / "bomb.flac", 0.5, header_seconds=1300)
+    with av.open(str(bomb)) as c:
+        assert c.duration / 1e6 == pytest.approx(1300) and c.streams.audio[0].codec_context.channels == 8
+    counting = _CountingPredictor(predictor)
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(predictor=counting, config=ServeConfig())) as c:
+        r = c.post("/v1/predict", files={"file": ("bomb.flac", bomb.read_bytes(), "audio/flac")})
+    body = _error(r, 422, "content")
+    assert "8 channels at 192000 Hz for 1300 s" in body["detail"] and "budget" in body["detail"]
+    assert counting.calls == 0  # refused from the header: nothing was decoded
+
+
+def test_decode_budget_holds_when_the_header_has_no_length(predictor, tmp_path):
+    stealth = _flac_8ch_192k(tmp_path / "stealth.flac", 3.0, header_seconds=0)
+    config = ServeConfig(max_seconds=60, decode_budget=192_000 * 8 * 1.0)  # one second of it
+    counting = _CountingPredictor(predictor)
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(predictor=counting, config=config)) as c:
+        r = c.post("/v1/predict", files={"file": ("stealth.flac", stealth.read_bytes(), "audio/flac")})
+    body = _error(r, 422, "content")
+    assert "decode budget of 1.54e+06 samples x channels allows 1 s" in body["detail"]
+    [view] = counting.views
+    assert view.max_seconds == pytest.approx(1.0) and view.calls == 1  # decoded under the budget's seconds
+    # the same file is fine where the budget allows it
+    with TestClient(create_app(predictor=predictor, config=ServeConfig(max_seconds=60))) as c:
+        ok = c.post("/v1/predict", files={"file": ("stealth.flac", stealth.read_bytes(), "audio/flac")})
+    assert ok.status_code == 200 and ok.json()["duration_s"] == pytest.approx(3.0, abs=0.01)
+
+
+# ---- one file per field, validated options, no server paths ----------------------------------
+
+
+def test_two_file_parts_are_refused_naming_the_problem(client, song, predicted):
+    data = song.read_bytes()
+    two = [("file", (song.name, data, "audio/ogg")), ("file", ("other.opus", data, "audio/ogg"))]
+    body = _error(client.post("/v1/predict", files=two), 422, "input")
+    assert "'file' sent 2 times" in body["detail"]
+    extra = [("file", (song.name, data, "audio/ogg")), ("also", ("x.opus", data, "audio/ogg"))]
+    body = _error(client.post("/v1/predict", files=extra), 422, "input")
+    assert "unexpected file field 'also'" in body["detail"]
+    three = [("a", (song.name, data, "audio/ogg")), ("b", (song.name, data, "audio/ogg"))]
+    body = _error(client.post("/v1/compare", files=[*three, ("b", ("c.opus", data, "audio/ogg"))]), 422)
+    assert "'b' sent 2 times" in body["detail"]
+    # a plain text field beside the one file is fine
+    r = client.post("/v1/predict", files={"file": (song.name, data, "audio/ogg")}, data={"note": "hi"})
+    assert r.status_code == 200 and r.json()["scores"] == pytest.approx(predicted["scores"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"mc_samples": -5},
+        {"max_upload_mb": 0},
+        {"max_seconds": float("nan")},
+        {"max_concurrency": 0},
+        {"max_concurrency": 1.5},
+        {"max_queue": -1},
+        {"header_timeout_s": float("inf")},
+        {"body_timeout_s": -1},
+        {"decode_budget": 0},
+        {"max_uploading": 0},
+    ],
+)
+def test_hostile_options_are_refused(bad):
+    from apexmusic.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ServeConfig(**bad)
+
+
+def test_cli_refuses_negative_mc_samples_in_one_line(capsys, predict_model_dir):
+    from apexmusic.cli import main
+    from apexmusic.errors import ConfigError
+    from apexmusic.predict import PredictConfig
+
+    assert main(["serve", "--model", str(predict_model_dir), "--mc-samples", "-5"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("apexmusic: config error:") and "mc_samples" in line
+    for bad in ({"mc_samples": -5}, {"batch_size": 0}, {"max_seconds": 0}):
+        with pytest.raises(ConfigError):
+            PredictConfig(**bad)
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_no_server_path_in_any_response(predictor, predict_model_dir, song, tmp_path):
+    import copy
+
+    from fastapi.testclient import TestClient
+
+    leaky = copy.copy(predictor)
+    leaky.model = copy.copy(predictor.model)
+    secret = "/srv/private-data/run7"
+    leaky.model.card = {
+        "data": {"labels": f"{secret}/metadata.csv (plain)", "embeddings": f"{predict_model_dir}/../store"},
+        "notes": [f"trained from {secret}/store on C:\\Users\\op\\songs", "see m-a-p/MERT-v1-95M"],
+    }
+    leaky.card_markdown = f"# model\n\nLabels: `{secret}/metadata.csv`, weights ~/models/mert.\n"
+    with TestClient(create_app(predictor=leaky, config=ServeConfig(max_seconds=120))) as c:
+        responses = {
+            "model": c.get("/v1/model"),
+            "predict": c.post("/v1/predict", files={"file": (str(song), song.read_bytes(), "audio/ogg")}),
+            "bad": c.post("/v1/predict", files={"file": (f"{secret}/x.opus", b"junk" * 100, "audio/ogg")}),
+            "health": c.get("/healthz"),
+            "missing": c.post("/v1/predict", files={"wrong": ("a.opus", b"x", "audio/ogg")}),
+        }
+    assert responses["model"].status_code == 200 and responses["predict"].status_code == 200
+    texts = [s for r in responses.values() for s in _strings(r.json())]
+    server_paths = (
+        secret,
+        "/srv",
+        str(predict_model_dir),
+        str(song.parent),
+        "C:\\",
+        "~/",
+        "/tmp",
+        "apexmusic-uploads",
+    )
+    leaks = [(p, t) for t in texts for p in server_paths if p in t]
+    assert not leaks
+    card = responses["model"].json()
+    assert card["card"]["data"]["labels"] == "metadata.csv (plain)"  # the file name stays, not the folder
+    assert "see m-a-p/MERT-v1-95M" in card["card"]["notes"]  # hub ids are not paths
+    assert card["limits"]["decode_budget"] == 120 * 96_000 * 2

@@ -30,7 +30,7 @@ def simulate(n: int = 600, n_layers: int = 3, dim: int = 32, seed: int = 0, n_se
         SongEmbedding(
             id=f"song{i:04d}",
             path=f"/audio/song{i:04d}.wav",
-            sha256="0" * 64,
+            sha256=f"{i:064x}",  # distinct songs, distinct audio
             duration_s=90.0,
             layers=layers[i],
             segments=segments[i],

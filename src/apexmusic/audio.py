@@ -2,9 +2,15 @@
 
 Decoding uses PyAV (FFmpeg bundled in the wheel): wav, flac, mp3, ogg/vorbis, opus, m4a/aac
 and anything else FFmpeg reads. Channels are mixed to mono by their plain mean (what the
-reference pipeline's ``mean(dim=0)`` does), then resampled with soxr's streaming resampler.
+reference pipeline's ``mean(dim=1)`` does), then resampled with soxr's streaming resampler.
 Everything streams: a song is never held whole in memory by ``iter_segments``; memory stays
 bounded by about two segments whatever the song's length.
+
+The published pipeline decodes and resamples differently, and reference compat
+(``SegmentConfig.for_reference()``) follows it: libsndfile (``soundfile``) decodes every file
+it can read (wav, flac, ogg/vorbis, opus, mp3) and PyAV only the rest (m4a/aac, ...), under
+one decoder identity ``REFERENCE_DECODER``; the resampler is torchaudio's default windowed
+sinc (``apexmusic.sinc``), streamed with the same result as one call on the whole song.
 
 Segments (``SegmentConfig``):
   - length ``segment_seconds`` (default 30 s), start every ``hop_seconds`` (default = length,
@@ -14,7 +20,8 @@ Segments (``SegmentConfig``):
   - ``pad_last=True`` reproduces the reference pipeline: the last segment is zero-padded to
     full length and *counted* as full length (``valid == segment_samples``);
   - a trailing piece shorter than ``min_seconds`` is dropped when earlier segments exist
-    (it carries under 0.1 s of sound and too few frames for a frame-based encoder);
+    (it carries under 0.1 s of sound and too few frames for a frame-based encoder), except
+    with ``pad_last``: the reference keeps every non-empty tail as one more padded segment;
   - ``max_seconds`` guards against absurdly long inputs (AudioContentError past it).
 
 Hostile input (each raises a typed error with a one-line message, never anything else):
@@ -43,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apexmusic import sinc
 from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
 
 log = logging.getLogger(__name__)
@@ -50,8 +58,13 @@ log = logging.getLogger(__name__)
 MAX_NONFINITE_FRACTION = 0.01
 MAX_ABS_SAMPLE = 16.0
 _RESAMPLE_QUALITY = "HQ"
-DECODER = "pyav"  # recorded in every EmbeddingSpec
+# Decoder and resampler identities, recorded in every EmbeddingSpec.
+DECODER = "pyav"
 RESAMPLER = f"soxr-{_RESAMPLE_QUALITY.lower()}"
+REFERENCE_DECODER = "soundfile|pyav-fallback"  # libsndfile when it reads the file, else PyAV
+REFERENCE_RESAMPLER = sinc.NAME  # torchaudio.functional.resample's default kernel
+DECODERS = (DECODER, REFERENCE_DECODER)
+RESAMPLERS = (RESAMPLER, REFERENCE_RESAMPLER)
 _CHUNK_SAMPLES = 1 << 16  # decoded samples gathered before one soxr call
 
 
@@ -64,9 +77,16 @@ class SegmentConfig:
     pad_last: bool = False  # reference pipeline: last segment padded and counted as full
     max_seconds: float | None = None  # longer inputs raise AudioContentError
     min_seconds: float = 0.1  # shorter inputs raise AudioContentError
+    decoder: str = DECODER  # one of DECODERS
+    resampler: str = RESAMPLER  # one of RESAMPLERS
 
     def __post_init__(self) -> None:
         from apexmusic.errors import ConfigError
+
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.resampler not in RESAMPLERS:
+            raise ConfigError(f"resampler must be one of {', '.join(RESAMPLERS)}, got {self.resampler!r}")
 
         if not self.segment_seconds > 0:
             raise ConfigError(f"segment_seconds must be > 0, got {self.segment_seconds}")
@@ -76,6 +96,12 @@ class SegmentConfig:
             )
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+
+    def for_reference(self) -> SegmentConfig:
+        """This config as the published pipeline cuts songs: padded tails kept, its decoder and resampler."""
+        from dataclasses import replace
+
+        return replace(self, pad_last=True, decoder=REFERENCE_DECODER, resampler=REFERENCE_RESAMPLER)
 
     def segment_samples(self, sample_rate: int) -> int:
         return max(1, int(round(self.segment_seconds * sample_rate)))
@@ -261,38 +287,106 @@ def _gather_mono(frames: Iterator[np.ndarray], size: int = _CHUNK_SAMPLES) -> It
         yield mono()
 
 
-def _iter_resampled(
-    path: str | os.PathLike, sample_rate: int, stats: dict, max_seconds: float | None = None
-) -> Iterator[np.ndarray]:
-    """Mono float32 blocks at ``sample_rate``, sanitised. Fills ``stats`` (rate, channels, input samples)."""
-    import soxr
+def _iter_soundfile_frames(
+    path: str | os.PathLike, info: dict, max_seconds: float | None = None
+) -> Iterator[np.ndarray] | None:
+    """libsndfile's float32 ``[T, C]`` samples, exactly as ``soundfile.read(path, dtype="float32")``
+    gives them; None when libsndfile cannot open the file (the caller falls back to PyAV).
 
+    The file is read in one call: libsndfile's mp3 decoding depends on the read sizes (reads of
+    65536 frames differ from one whole read by up to 0.03 on a real song), so only a whole read
+    equals the published pipeline's. ``max_seconds`` is checked on the header before reading.
+    """
+    import soundfile
+
+    _check_readable(path)
+    try:
+        handle = soundfile.SoundFile(os.fspath(path))
+    except (RuntimeError, TypeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
+        log.debug("%s: libsndfile cannot read it (%s); decoding with PyAV", path, exc)
+        return None
+    info["rate"], info["channels"] = int(handle.samplerate), int(handle.channels)
+    seconds = handle.frames / max(1, handle.samplerate)
+    if max_seconds is not None and seconds > max_seconds * 1.5 + 1:  # mp3 frame counts are estimates
+        handle.close()
+        raise AudioContentError(f"longer than the {max_seconds:g} s limit ({seconds:.0f} s); not embedded")
+    return _soundfile_blocks(handle)
+
+
+def _soundfile_blocks(handle) -> Iterator[np.ndarray]:
+    with handle:
+        try:
+            audio = handle.read(dtype="float32", always_2d=True)
+        except RuntimeError as exc:
+            raise AudioDecodeError(f"libsndfile could not decode the file ({_ffmpeg_reason(exc)})") from None
+    if not audio.size:
+        raise AudioDecodeError("no decodable audio in file")
+    for start in range(0, audio.shape[0], _CHUNK_SAMPLES):
+        yield audio[start : start + _CHUNK_SAMPLES]
+
+
+def _iter_decoded(
+    path: str | os.PathLike, info: dict, decoder: str, max_seconds: float | None = None
+) -> Iterator[np.ndarray]:
+    """Decoded ``[T, C]`` float32 blocks by the decoder policy; records the decoder in ``info``."""
+    frames = _iter_soundfile_frames(path, info, max_seconds) if decoder == REFERENCE_DECODER else None
+    info["decoder"] = "soundfile" if frames is not None else "pyav"
+    return frames if frames is not None else _iter_frames(path, info)
+
+
+class _SoxrStream:
+    def __init__(self, rate: int, target: int):
+        import soxr
+
+        self.stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        return self.stream.resample_chunk(block)
+
+    def finish(self) -> np.ndarray:
+        return self.stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def _resampler(name: str, rate: int, target: int):
+    return sinc.SincResampler(rate, target) if name == REFERENCE_RESAMPLER else _SoxrStream(rate, target)
+
+
+def _iter_resampled(
+    path: str | os.PathLike,
+    sample_rate: int,
+    stats: dict,
+    max_seconds: float | None = None,
+    decoder: str = DECODER,
+    resampler: str = RESAMPLER,
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at ``sample_rate``, sanitised. Fills ``stats`` (rate, channels, input
+    samples, the decoder that read the file)."""
     sanitise = _Sanitiser()
     stream = None
     stats["input_samples"] = 0
-    for block in _gather_mono(_iter_frames(path, stats)):
+    for block in _gather_mono(_iter_decoded(path, stats, decoder, max_seconds)):
         block = sanitise(np.ascontiguousarray(block, dtype=np.float32))
         stats["input_samples"] += block.size
         if stream is None and stats["rate"] != sample_rate:
-            stream = soxr.ResampleStream(
-                stats["rate"], sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
-            )
-        out = block if stream is None else stream.resample_chunk(block)
+            stream = _resampler(resampler, stats["rate"], sample_rate)
+        out = block if stream is None else stream.push(block)
         if out.size:
             yield out
         if max_seconds is not None and stats["input_samples"] > max_seconds * stats["rate"]:
             raise AudioContentError(f"longer than the {max_seconds:g} s limit (max_seconds); not embedded")
     if stream is not None:
-        tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        tail = stream.finish()
         if tail.size:
             yield tail
     sanitise.check()
 
 
-def decode_mono(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, float]:
+def decode_mono(
+    path: str | os.PathLike, sample_rate: int, decoder: str = DECODER, resampler: str = RESAMPLER
+) -> tuple[np.ndarray, float]:
     """Decode a whole song to mono float32 at ``sample_rate``; returns (audio, duration in seconds)."""
     stats: dict = {}
-    blocks = list(_iter_resampled(path, sample_rate, stats))
+    blocks = list(_iter_resampled(path, sample_rate, stats, decoder=decoder, resampler=resampler))
     audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return audio, stats["input_samples"] / stats["rate"]
 
@@ -332,7 +426,8 @@ class _Segmenter:
                 f"(minimum {self.min_samples / self.sample_rate:g} s)"
             )
         n = self.buffer.size
-        if covered or n == 0 or (self.emitted and n < self.min_samples):
+        short_tail = self.emitted and n < self.min_samples and not self.pad_last
+        if covered or n == 0 or short_tail:
             return
         audio = np.zeros(self.size, np.float32)
         audio[:n] = self.buffer
@@ -350,6 +445,7 @@ class SegmentStream(Iterator[Segment]):
         self.duration_s = 0.0
         self.source_rate = 0
         self.channels = 0
+        self.decoder = ""  # "soundfile" or "pyav": what read this file
         self._iter = self._run()
 
     def __next__(self) -> Segment:
@@ -361,10 +457,19 @@ class SegmentStream(Iterator[Segment]):
             self._check_container_duration()
         segmenter = _Segmenter(self.config, self.sample_rate)
         total = 0
-        for block in _iter_resampled(self.path, self.sample_rate, stats, self.config.max_seconds):
+        blocks = _iter_resampled(
+            self.path,
+            self.sample_rate,
+            stats,
+            self.config.max_seconds,
+            decoder=self.config.decoder,
+            resampler=self.config.resampler,
+        )
+        for block in blocks:
             total += block.size
             yield from segmenter.push(block)
         self.source_rate, self.channels = stats["rate"], stats["channels"]
+        self.decoder = stats["decoder"]
         self.duration_s = stats["input_samples"] / stats["rate"]
         yield from segmenter.finish(total)
 
@@ -406,7 +511,9 @@ def segment_array(audio: np.ndarray, sr: int, sample_rate: int, config: SegmentC
     sanitise.check()
     if config.max_seconds is not None and x.size / sr > config.max_seconds:
         raise AudioContentError(f"longer than the {config.max_seconds:g} s limit ({x.size / sr:.0f} s)")
-    if x.size and sr != sample_rate:
+    if x.size and sr != sample_rate and config.resampler == REFERENCE_RESAMPLER:
+        x = sinc.sinc_resample(x, sr, sample_rate)
+    elif x.size and sr != sample_rate:
         x = soxr.resample(x, sr, sample_rate, quality=_RESAMPLE_QUALITY).astype(np.float32, copy=False)
     segmenter = _Segmenter(config, sample_rate)
     segments = list(segmenter.push(x)) if x.size else []

@@ -511,6 +511,7 @@ def _add_training_args(p, grid: bool = False) -> None:
         choices=LABEL_PRESETS,
         help="labels column mapping (auto: detect from the columns)",
     )
+    _add_strict(p)
     if not grid:
         recipe("--task", choices=tuple(TASK_SETS), help="tasks: all seven or streams and likes only")
         recipe("--loss", choices=LOSSES, help="how the per-task losses combine")
@@ -556,6 +557,14 @@ def _add_training_args(p, grid: bool = False) -> None:
         p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the 95%% intervals")
     else:
         recipe("--n-boot", type=int, help="bootstrap resamples for the 95%% intervals")
+
+
+def _add_strict(p) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="invalid label values (text, NaN, inf, negative counts) are an error, not a warning",
+    )
 
 
 def _train_config(args, **overrides):
@@ -618,6 +627,7 @@ def _cmd_train(args) -> int:
         args.preset,
         _popularity_config(args),
         with_segments=config.mode == "segment",
+        strict=args.strict,
     )
     print(
         f"{len(dataset)} labelled songs ({dataset.n_unlabelled} without labels skipped, "
@@ -660,6 +670,7 @@ def _add_evaluate(sub):
     p.add_argument("--labels", required=True, nargs="+", help="labels file(s)")
     p.add_argument("--out", required=True, help="folder for metrics.json, rankings.json, per_platform.json")
     p.add_argument("--preset", default="auto", choices=LABEL_PRESETS, help="labels column mapping")
+    _add_strict(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument(
         "--popularity-exponent",
@@ -696,6 +707,7 @@ def _cmd_evaluate(args) -> int:
         args.preset,
         popularity,
         with_segments=model.pooling == "segment",
+        strict=args.strict,
     )
     evaluation = evaluate_model(model, dataset, n_boot=args.n_boot)
     path = write_evaluation(evaluation, args.out)
@@ -728,7 +740,13 @@ def _cmd_grid(args) -> int:
 
     base = _train_config(args)
     dataset = load_dataset(
-        args.embeddings, args.labels, base.tasks, args.preset, _popularity_config(args), with_segments=True
+        args.embeddings,
+        args.labels,
+        base.tasks,
+        args.preset,
+        _popularity_config(args),
+        with_segments=True,
+        strict=args.strict,
     )
     with _progress_bar(24, "grid", unit="condition") as bar:
         rows = run_grid(dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1))
@@ -767,6 +785,24 @@ def _cmd_import_reference(args) -> int:
         f"imported {args.checkpoint} ({len(model.tasks)} tasks, shared {model.config.shared}) "
         f"-> {args.model_dir} as {model.model_id}"
     )
+    return EXIT_OK
+
+
+@_command
+def _add_push(sub):
+    p = sub.add_parser("push", help="upload a model directory to the Hugging Face hub")
+    p.add_argument("model_dir", help="model directory (config.json, model.safetensors, ...)")
+    p.add_argument("repo_id", help="hub repo, owner/name (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to commit to (default: main)")
+    p.set_defaults(handler=_cmd_push)
+
+
+def _cmd_push(args) -> int:
+    from apexmusic.hub import push_model
+
+    url = push_model(args.model_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"pushed {args.model_dir} -> {args.repo_id}: {url}")
     return EXIT_OK
 
 
@@ -817,7 +853,12 @@ def _add_predict(sub):
 
 def _add_model_args(p) -> None:
     """Flags of the commands that load a model directory (predict, compare, serve)."""
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR|HUB_ID",
+        help="model directory, or a hub id such as amaai-lab/apex[@revision]",
+    )
     p.add_argument(
         "--weights",
         help="encoder weights instead of those the model names, e.g. a local folder (default: the model's)",
@@ -999,28 +1040,32 @@ def _add_serve(sub):
     p.add_argument("--max-concurrency", type=int, default=2, help="songs scored at once")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (then 503)")
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty")
+    p.add_argument("--max-uploading", type=int, default=64, help="request bodies arriving at once (then 503)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds to send request headers (408)")
+    p.add_argument("--body-timeout", type=float, default=60.0, help="seconds to send a request body (408)")
     p.set_defaults(handler=_cmd_serve)
 
 
 def _cmd_serve(args) -> int:
-    from apexmusic.errors import ConfigError
     from apexmusic.model import ModelDir
     from apexmusic.serve import ServeConfig, run_server
 
-    if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_concurrency < 1 or args.max_queue < 0:
-        raise ConfigError("limits must be positive (--max-queue may be 0)")
     config = ServeConfig(
         max_upload_mb=args.max_upload_mb,
         max_seconds=args.max_seconds,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         mc_samples=args.mc_samples,
+        max_uploading=args.max_uploading,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         weights=args.weights,
         device=args.device,
     )
-    ModelDir(args.model).read_config()  # a bad model is one line here, not a failed server start
+    model_dir = ModelDir.resolve(args.model)  # a hub id downloads here, before the server starts
+    model_dir.read_config()  # a bad model is one line here, not a failed server start
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    run_server(args.model, host=args.host, port=args.port, config=config)
+    run_server(model_dir.root, host=args.host, port=args.port, config=config)
     return EXIT_OK
 
 

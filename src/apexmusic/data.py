@@ -1,5 +1,7 @@
 """Labels in: metadata tables and rater records → per-song targets joined to an embedding store.
 
+Splits live in :mod:`apexmusic.splits` (re-exported here).
+
 Readers take CSV, JSON (a list of objects), JSONL or Parquet. A :class:`ColumnMap` says which
 columns hold what; presets cover Suno exports, Udio exports, the plain table the simulated
 corpus writes, and SongEval per-rater records. ``preset="auto"`` picks the preset from the
@@ -23,12 +25,28 @@ import numpy as np
 
 from apexmusic.choices import LABEL_PRESETS, SPLITS
 from apexmusic.errors import ConfigError, DataError, InputError
+from apexmusic.label_values import CellParser
 from apexmusic.sources import read_rows
+from apexmusic.splits import Split, SplitConfig, split_indices
 from apexmusic.store import StoreData
 from apexmusic.targets import PopularityConfig, aggregate_ratings, popularity_score
 from apexmusic.tasks import AESTHETIC_TASKS, ALL_TASKS
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "SPLITS",
+    "ColumnMap",
+    "Dataset",
+    "LabelTable",
+    "Split",
+    "SplitConfig",
+    "join_labels",
+    "load_dataset",
+    "load_labels",
+    "merge_labels",
+    "split_indices",
+]
 
 
 @dataclass
@@ -89,6 +107,7 @@ class LabelTable:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # raw counts, rater sd, ...
     source: str = ""
     popularity: dict[str, Any] = field(default_factory=dict)  # the PopularityConfig used
+    invalid: dict[str, int] = field(default_factory=dict)  # column -> invalid cells read as missing
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,7 +146,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         except InputError as exc:
             raise DataError(str(exc)) from exc
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     if isinstance(data, dict):  # an export wrapping its list, e.g. {"songs": [...]}
@@ -164,28 +183,44 @@ def load_labels(
     preset: str = "auto",
     column_map: ColumnMap | None = None,
     popularity: PopularityConfig | None = None,
+    strict: bool = False,
 ) -> LabelTable:
-    """Read a labels file into a :class:`LabelTable` (popularity counts → 0–100 scores)."""
+    """Read a labels file into a :class:`LabelTable` (popularity counts → 0–100 scores).
+
+    Cells that are present but not usable numbers (text, NaN, inf, negative counts) are read
+    as missing and reported in one warning per file, per column with examples; with
+    ``strict`` they are a DataError instead.
+    """
     records = read_records(path)
     if not records:
         raise DataError(f"{path} holds no rows")
     columns = set().union(*(r.keys() for r in records[:200]))
+    cells = CellParser()
     if column_map is None:
         preset = detect_preset(columns) if preset == "auto" else preset
-        if preset == "songeval":
-            return songeval_labels(records, source=str(path))
-        if preset not in PRESETS:
+        if preset not in (*PRESETS, "songeval"):
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(LABEL_PRESETS)}")
-        column_map = PRESETS[preset]
-    popularity = popularity or PopularityConfig()
-    table = table_labels(records, column_map, popularity)
-    table.source = f"{path} ({preset})"
-    table.popularity = asdict(popularity)
+    if column_map is None and preset == "songeval":
+        table = songeval_labels(records, source=str(path), cells=cells)
+    else:
+        popularity = popularity or PopularityConfig()
+        table = table_labels(records, column_map or PRESETS[preset], popularity, cells=cells)
+        table.source = f"{path} ({preset})"
+        table.popularity = asdict(popularity)
+    cells.check(str(path), strict)
+    if cells.n_invalid:
+        log.warning("%s: invalid label values read as missing: %s", path, cells.report())
+    table.invalid = {column: found.count for column, found in cells.invalid.items()}
     log.info("read %d label rows from %s as %s: %s", len(table), path, preset, table.counts())
     return table
 
 
-def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: PopularityConfig) -> LabelTable:
+def table_labels(
+    records: list[dict[str, Any]],
+    cmap: ColumnMap,
+    popularity: PopularityConfig,
+    cells: CellParser | None = None,
+) -> LabelTable:
     columns = set().union(*(r.keys() for r in records))
     pick = _column_picker(columns)
     id_col = pick(cmap.id)
@@ -199,10 +234,12 @@ def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: Pop
     ids = [ids[i] for i in keep_rows]
     _check_unique_ids(ids)
 
-    def numbers(col: str | None) -> np.ndarray:
+    cells = cells or CellParser()
+
+    def numbers(col: str | None, parse) -> np.ndarray:
         if col is None:
             return np.full(len(records), np.nan)
-        return np.array([_to_float(r.get(col)) for r in records])
+        return np.array([parse(r.get(col), col) for r in records], dtype=np.float64)
 
     platform_col, creator_col = pick(cmap.platform), pick(cmap.creator)
     platform = np.array(
@@ -216,20 +253,21 @@ def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: Pop
         [_clean_id(r.get(creator_col)) if creator_col else None for r in records], dtype=object
     )
     created_col = pick(cmap.created_at)
-    created_at = (
-        np.array([_to_seconds(r.get(created_col), cmap.created_at_unit) for r in records])
-        if (created_col)
-        else np.full(len(records), np.nan)
-    )
+    created_at = np.full(len(records), np.nan)
+    if created_col:
+        for i, r in enumerate(records):
+            created_at[i] = _to_seconds(r.get(created_col), cmap.created_at_unit)
+            if np.isnan(created_at[i]) and r.get(created_col) not in (None, ""):
+                cells.bad(r.get(created_col), created_col)
 
     targets = np.full((len(records), len(ALL_TASKS)), np.nan)
-    plays, likes = numbers(pick(cmap.plays)), numbers(pick(cmap.likes))
+    plays, likes = numbers(pick(cmap.plays), cells.count), numbers(pick(cmap.likes), cells.count)
     targets[:, 0] = popularity_score(plays, platform, created_at, popularity)
     targets[:, 1] = popularity_score(likes, platform, created_at, popularity)
     for task, candidates in cmap.aesthetics.items():
         col = pick(candidates)
         if col is not None:
-            values = numbers(col)
+            values = numbers(col, cells.score)
             bad = np.isfinite(values) & ((values < 1) | (values > 5))
             if bad.any():
                 raise DataError(f"column {col!r}: {int(bad.sum())} values outside 1–5")
@@ -245,12 +283,15 @@ def table_labels(records: list[dict[str, Any]], cmap: ColumnMap, popularity: Pop
     return LabelTable(ids, targets, platform, creator, created_at, extra)
 
 
-def songeval_labels(records: list[dict[str, Any]], source: str = "") -> LabelTable:
+def songeval_labels(
+    records: list[dict[str, Any]], source: str = "", cells: CellParser | None = None
+) -> LabelTable:
     """SongEval per-rater records → per-song mean over raters, with rater sd and count kept.
 
     The id is the record's ``id`` when it has one, else ``file_name`` without its extension
     (``mp3/0.mp3`` → ``mp3/0``); joining also accepts the bare stem (``0``).
     """
+    cells = cells or CellParser()
     ids, per_dim = [], {task: [] for task in AESTHETIC_TASKS}
     for r in records:
         name = _clean_id(r.get("id")) or (_strip_suffix(str(r["file_name"])) if r.get("file_name") else None)
@@ -258,7 +299,7 @@ def songeval_labels(records: list[dict[str, Any]], source: str = "") -> LabelTab
             raise DataError(f"SongEval record without id/file_name and annotation: {str(r)[:120]}")
         ids.append(name)
         for task, key in SONGEVAL_DIMENSIONS.items():
-            per_dim[task].append([_to_float(_get_ci(a, key)) for a in r["annotation"]])
+            per_dim[task].append([cells.score(_get_ci(a, key), key) for a in r["annotation"]])
     _check_unique_ids(ids)
     n = len(ids)
     targets = np.full((n, len(ALL_TASKS)), np.nan)
@@ -330,6 +371,7 @@ class Dataset:
     tasks: tuple[str, ...]
     n_unlabelled: int = 0  # songs in the store without any wanted label
     n_missing_songs: int = 0  # label rows with no song in the store
+    sha256: np.ndarray | None = None  # object [N]: each song's audio hash, for leak-free splits
 
     def __len__(self) -> int:
         return len(self.store)
@@ -341,7 +383,12 @@ class Dataset:
         return self.labels.targets[:, cols].astype(np.float32)
 
     def subset(self, index: np.ndarray) -> Dataset:
-        return replace(self, store=self.store.subset(index), labels=self.labels.subset(index))
+        sha = None if self.sha256 is None else self.sha256[np.asarray(index, dtype=np.int64)]
+        return replace(self, store=self.store.subset(index), labels=self.labels.subset(index), sha256=sha)
+
+    def split(self, config: SplitConfig) -> Split:
+        """Train / validation / test indices; songs with identical audio share a split."""
+        return split_indices(len(self), config, self.labels.creator, self.labels.created_at, self.sha256)
 
 
 def join_labels(store: StoreData, labels: LabelTable, tasks: tuple[str, ...] = ALL_TASKS) -> Dataset:
@@ -390,6 +437,7 @@ def load_dataset(
     preset: str = "auto",
     popularity: PopularityConfig | None = None,
     with_segments: bool = False,
+    strict: bool = False,
 ) -> Dataset:
     """Open a store, read and merge label files, and join them (the CLI's one call)."""
     from apexmusic.store import EmbeddingStore
@@ -397,97 +445,12 @@ def load_dataset(
     paths = [labels] if isinstance(labels, str | Path) else list(labels)
     if not paths:
         raise ConfigError("no labels file given")
-    tables = [load_labels(p, preset=preset, popularity=popularity) for p in paths]
-    store = EmbeddingStore.open(embeddings).load(with_segments=with_segments)
-    return join_labels(store, merge_labels(tables), tasks)
-
-
-# ---- splits -------------------------------------------------------------------------------
-
-
-@dataclass
-class SplitConfig:
-    method: str = "random"  # random | creator | time
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.method not in SPLITS:
-            raise ConfigError(f"split must be one of {SPLITS}, not {self.method!r}")
-        if not (
-            0 <= self.val_fraction < 1
-            and 0 <= self.test_fraction < 1
-            and self.val_fraction + self.test_fraction < 1
-        ):
-            raise ConfigError("val and test fractions must be in [0, 1) and sum below 1")
-
-
-@dataclass
-class Split:
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-
-def split_indices(
-    n: int, config: SplitConfig, creators: np.ndarray | None = None, created_at: np.ndarray | None = None
-) -> Split:
-    """Train / validation / test indices.
-
-    ``random``: a seeded permutation. ``creator``: whole creators go to one split (songs with
-    no creator are their own group), so no creator is in two splits. ``time``: the oldest songs
-    train, the newest test (songs without a time count as oldest).
-    """
-    rng = np.random.default_rng(config.seed)
-    if config.method == "random":
-        order, groups = rng.permutation(n), np.arange(n)
-    elif config.method == "creator":
-        if creators is None:
-            raise ConfigError("--split creator needs a creator column in the labels")
-        keys = np.array(
-            [c if c not in (None, "") else f"\0song{i}" for i, c in enumerate(creators)], dtype=object
-        )
-        _, groups = np.unique(keys.astype(str), return_inverse=True)
-        shuffled = rng.permutation(groups.max() + 1)
-        rank = np.empty_like(shuffled)
-        rank[shuffled] = np.arange(len(shuffled))
-        order = np.lexsort((rng.random(n), rank[groups]))
-    else:
-        if created_at is None or not np.isfinite(created_at).any():
-            raise ConfigError("--split time needs creation times in the labels")
-        t = np.where(np.isfinite(created_at), created_at, -np.inf)
-        order, groups = np.lexsort((rng.random(n), t)), np.arange(n)
-    return _cut_in_order(order, groups, config)
-
-
-def _cut_in_order(order: np.ndarray, groups: np.ndarray, config: SplitConfig) -> Split:
-    """Cut ``order`` into test / val / train by song counts without splitting a group."""
-    n = len(order)
-    n_test = _at_least_one(config.test_fraction, n)
-    n_val = _at_least_one(config.val_fraction, n)
-    # Walk from the end (newest for time splits): test first, then validation.
-    seq = order[::-1]
-    g = groups[seq]
-    boundaries = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # first index of each group run
-    cut_test = _group_cut(boundaries, n_test, n)
-    cut_val = _group_cut(boundaries, cut_test + n_val, n)
-    test, val, train = seq[:cut_test], seq[cut_test:cut_val], seq[cut_val:]
-    return Split(np.sort(train), np.sort(val), np.sort(test))
-
-
-def _group_cut(boundaries: np.ndarray, want: int, n: int) -> int:
-    if want <= 0:
-        return 0
-    later = boundaries[boundaries >= want]
-    return int(later[0]) if len(later) else n
-
-
-def _at_least_one(fraction: float, n: int) -> int:
-    return 0 if fraction <= 0 else max(1, int(round(fraction * n))) if n >= 3 else 0
+    tables = [load_labels(p, preset=preset, popularity=popularity, strict=strict) for p in paths]
+    opened = EmbeddingStore.open(embeddings)
+    dataset = join_labels(opened.load(with_segments=with_segments), merge_labels(tables), tasks)
+    hashes = {row["id"]: row["sha256"] for row in opened.iter_rows(["id", "sha256"])}
+    dataset.sha256 = np.array([hashes.get(song_id) for song_id in dataset.store.ids], dtype=object)
+    return dataset
 
 
 # ---- small helpers -------------------------------------------------------------------------

@@ -11,18 +11,24 @@ Endpoints (JSON unless noted):
 - ``GET /docs``, ``GET /openapi.json`` — the generated API docs, served with no
   outside request (:mod:`apexmusic.api_docs`).
 
-Resource bounds, so a burst of uploads never exhausts memory or disk:
+Resource bounds, so a burst of uploads or a crowd of slow clients never exhausts memory or
+disk and never locks other clients out (:mod:`apexmusic.serve_guard`):
 
-- Request bodies over the limit get 413 before they are read: the admission gate (a pure
-  ASGI middleware in front of body parsing) refuses a declared ``Content-Length`` over the
-  limit without reading a byte, and FastAPI's per-route ``max_body_size`` counts the bytes
-  of chunked bodies as they stream in and stops at the limit.
-- The same gate lets at most ``max_concurrency + max_queue`` scoring requests in at once;
-  the rest get 503 with ``Retry-After`` before their bodies are read. Inside, a semaphore
-  lets ``max_concurrency`` of them decode and score at a time, in the thread pool, so the
-  event loop stays free.
-- Uploads are spooled to a private temporary folder and decoded from there; no endpoint
-  reads a path named by a request.
+- Request headers must arrive within ``header_timeout_s`` of the connection opening (408,
+  connection closed); bodies within ``body_timeout_s`` of the headers (408).
+- Bodies over the limit get 413: a declared ``Content-Length`` before a byte is read, a
+  chunked body as soon as it passes the limit.
+- A request is admitted only once its whole body has arrived, so slow uploads cannot hold
+  the gate: at most ``max_concurrency + max_queue`` admitted requests, the rest get 503 with
+  ``Retry-After``. Inside, a semaphore lets ``max_concurrency`` of them decode and score at a
+  time, in the thread pool, so the event loop stays free. At most ``max_uploading`` bodies
+  arrive at once.
+- Decoding is bounded in samples × channels (``decode_budget``), checked against the
+  container header before decoding (422), and enforced while decoding when the header has no
+  duration.
+- Exactly one file part per song field; uploads are spooled to a private temporary folder
+  and decoded from there; no endpoint reads a path named by a request, and no response
+  carries a server path.
 
 The model loads once, at startup (lifespan).
 
@@ -31,7 +37,6 @@ fastapi names they use are imported inside ``create_app`` (kept out of ``import 
 """
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -46,12 +51,19 @@ from typing import Annotated, Any
 from apexmusic.api_docs import mount_offline_docs
 from apexmusic.errors import ApexError, AudioContentError, AudioDecodeError, ConfigError, InputError
 from apexmusic.predict import DEFAULT_MC_SAMPLES, Predictor, compare_scores
+from apexmusic.serve_guard import (
+    MB,
+    UploadGate,
+    decode_limit_seconds,
+    error_body,
+    header_deadline_protocol,
+    scrub_paths,
+)
 from apexmusic.sources import AUDIO_EXTENSIONS, Song
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MB = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers on top of the file bytes
 _COPY_CHUNK = 1024 * 1024
 
@@ -61,72 +73,44 @@ class ServeConfig:
     max_upload_mb: float = 50.0  # per uploaded file
     max_seconds: float = 900.0  # longest song accepted
     max_concurrency: int = 2  # songs decoded and scored at once
-    max_queue: int = 16  # scoring requests waiting beyond those; more get 503
+    max_queue: int = 16  # admitted requests waiting beyond those; more get 503
+    max_uploading: int = 64  # request bodies arriving at once; more get 503
+    header_timeout_s: float = 10.0  # request headers complete within this of connecting
+    body_timeout_s: float = 60.0  # request body complete within this of its headers
+    decode_budget: float | None = None  # samples x channels per song; None: max_seconds at 96 kHz stereo
     mc_samples: int = DEFAULT_MC_SAMPLES
     retry_after_s: int = 2
     weights: str | None = None
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        positive = {
+            "max_upload_mb": self.max_upload_mb,
+            "max_seconds": self.max_seconds,
+            "max_concurrency": self.max_concurrency,
+            "max_uploading": self.max_uploading,
+            "header_timeout_s": self.header_timeout_s,
+            "body_timeout_s": self.body_timeout_s,
+            "retry_after_s": self.retry_after_s,
+        }
+        if self.decode_budget is not None:
+            positive["decode_budget"] = self.decode_budget
+        for name, value in positive.items():
+            if not (isinstance(value, int | float) and value > 0 and value != float("inf")):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name in ("max_concurrency", "max_uploading", "max_queue", "mc_samples", "retry_after_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_upload_mb * MB) + MULTIPART_SLACK
 
-
-class AdmissionGate:
-    """Pure ASGI middleware in front of the scoring routes, before any body byte is read.
-
-    - A declared ``Content-Length`` over the route's body limit gets a JSON 413 at once.
-    - At most ``limit`` scoring requests are in flight (uploading, queued or running); the
-      rest get 503 with ``Retry-After``.
-
-    Chunked bodies without a length are counted while they stream by FastAPI's per-route
-    ``max_body_size`` (also 413, as JSON through the app's error handler).
-    """
-
-    def __init__(
-        self, app: Any, limit: int, retry_after_s: int, state: dict[str, int], body_limits: dict[str, int]
-    ):
-        self.app, self.limit, self.retry_after_s, self.state = app, limit, retry_after_s, state
-        self.body_limits = body_limits
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path")
-        if scope["type"] != "http" or path not in self.body_limits or scope.get("method") != "POST":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.body_limits[path]:
-            await _send_json(send, 413, _error_body("too_large", self._too_large(path, declared)))
-            return
-        if self.state["active"] >= self.limit:
-            self.state["rejected"] += 1
-            await _send_json(
-                send,
-                503,
-                _error_body("busy", "the server is busy; retry shortly"),
-                headers=[(b"retry-after", str(self.retry_after_s).encode())],
-            )
-            return
-        self.state["active"] += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.state["active"] -= 1
-
-    def _too_large(self, path: str, declared: int) -> str:
-        return (
-            f"request body of {declared / MB:.1f} MB is over the {self.body_limits[path] / MB:.1f} MB limit"
-        )
-
-
-def _content_length(scope: dict) -> int | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    @property
+    def samples_budget(self) -> float:
+        """Samples x channels one song may decode to."""
+        return self.decode_budget if self.decode_budget is not None else self.max_seconds * 96_000 * 2
 
 
 def _schemas() -> Any:
@@ -172,8 +156,10 @@ def _schemas() -> Any:
     class HealthOut(BaseModel):
         status: str
         model_id: str
-        in_flight: int
-        rejected: int
+        in_flight: int = Field(description="admitted requests: queued or being scored")
+        uploading: int = Field(description="request bodies still arriving")
+        rejected: int = Field(description="503s since start")
+        timed_out: int = Field(description="408s for late bodies since start")
 
     class ErrorOut(BaseModel):
         error: str
@@ -199,14 +185,15 @@ def create_app(
     if model_dir is None and predictor is None:
         raise ValueError("create_app needs model_dir or predictor")
     config = config or ServeConfig()
-    gate_state = {"active": 0, "rejected": 0}
+    gate_state = {"active": 0, "uploading": 0, "rejected": 0, "timed_out": 0}
     schemas = _schemas()
     errors = {
         code: {"model": schemas.error, "description": text}
         for code, text in {
+            408: "request headers or body not received in time",
             413: "upload over the size limit",
             415: "not audio",
-            422: "too long, unusable audio, or a missing field",
+            422: "too long, over the decode budget, unusable audio, or missing / repeated fields",
             503: "busy: retry after Retry-After seconds",
         }.items()
     }
@@ -223,6 +210,7 @@ def create_app(
         if isinstance(loaded, Predictor) and loaded.max_seconds != config.max_seconds:
             loaded = loaded.with_max_seconds(config.max_seconds)  # never mutate a caller's predictor
         app.state.predictor = loaded
+        app.state.serve_config = config
         app.state.slots = asyncio.Semaphore(config.max_concurrency)
         app.state.upload_dir = Path(tempfile.mkdtemp(prefix="apexmusic-uploads-"))  # mode 0700
         log.info("serving model %s", app.state.predictor.model_id)
@@ -241,9 +229,12 @@ def create_app(
     )
     mount_offline_docs(app)
     body_limits = {"/v1/predict": config.max_body_bytes, "/v1/compare": 2 * config.max_body_bytes}
+    app.state.serve_config = config  # read by the server runners (header deadline)
     app.add_middleware(
-        AdmissionGate,
+        UploadGate,
         limit=config.max_concurrency + config.max_queue,
+        max_uploading=config.max_uploading,
+        body_timeout_s=config.body_timeout_s,
         retry_after_s=config.retry_after_s,
         state=gate_state,
         body_limits=body_limits,
@@ -259,14 +250,14 @@ def create_app(
             else str(exc.detail)
         )
         return JSONResponse(
-            _error_body(kind, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            error_body(kind, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         fields = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
         return JSONResponse(
-            _error_body("invalid_request", f"missing or invalid fields: {fields}"), status_code=422
+            error_body("invalid_request", f"missing or invalid fields: {fields}"), status_code=422
         )
 
     @app.exception_handler(ApexError)
@@ -277,7 +268,7 @@ def create_app(
             status = 422
         else:  # an unexpected failure inside decoding or encoding
             status = 500
-        return JSONResponse(_error_body(exc.kind, str(exc)), status_code=status)
+        return JSONResponse(error_body(exc.kind, str(exc)), status_code=status)
 
     # ---- endpoints -----------------------------------------------------------------------
     @app.post(
@@ -288,8 +279,9 @@ def create_app(
         responses=errors,
     )
     async def predict(request: Request, file: Annotated[UploadFile, File(description="an audio file")]):
+        await _one_part_each(request, ("file",))
         pred = await _score(request.app, [file])
-        return pred[0].to_dict()
+        return scrub_paths(pred[0].to_dict())
 
     @app.post(
         "/v1/compare",
@@ -303,15 +295,18 @@ def create_app(
         a: Annotated[UploadFile, File(description="song A")],
         b: Annotated[UploadFile, File(description="song B")],
     ):
+        await _one_part_each(request, ("a", "b"))
         pa, pb = await _score(request.app, [a, b])
         prob, method = compare_scores(pa.scores, pb.scores, request.app.state.predictor.comparator)
-        return {"prob_a": prob, "prob_b": 1.0 - prob, "method": method, "a": pa.to_dict(), "b": pb.to_dict()}
+        body = {"prob_a": prob, "prob_b": 1.0 - prob, "method": method, "a": pa.to_dict(), "b": pb.to_dict()}
+        return scrub_paths(body)
 
     @app.get("/v1/model", summary="The model card")
     async def model_card(request: Request):
         card = request.app.state.predictor.card()
         card["limits"] = {k: v for k, v in asdict(config).items() if k not in ("weights", "device")}
-        return card
+        card["limits"]["decode_budget"] = config.samples_budget
+        return scrub_paths(card)
 
     @app.get("/healthz", summary="Liveness and load", response_model=schemas.health)
     async def healthz(request: Request):
@@ -319,7 +314,9 @@ def create_app(
             "status": "ok",
             "model_id": request.app.state.predictor.model_id,
             "in_flight": gate_state["active"],
+            "uploading": gate_state["uploading"],
             "rejected": gate_state["rejected"],
+            "timed_out": gate_state["timed_out"],
         }
 
     @app.get("/", include_in_schema=False)
@@ -335,11 +332,18 @@ def create_app(
             _check_content_type(upload)
         async with app_.state.slots:
             paths = [await run_in_threadpool(_spool, upload, app_.state.upload_dir) for upload in uploads]
+            predictor = app_.state.predictor
             try:
+                predictor = await run_in_threadpool(_within_budget, predictor, paths, config)
                 songs = [Song(_song_id(u.filename), str(p)) for u, p in zip(uploads, paths, strict=True)]
-                preds = await run_in_threadpool(app_.state.predictor.predict, songs, len(songs))
+                preds = await run_in_threadpool(predictor.predict, songs, len(songs))
             except ApexError as exc:  # name the upload, never the server's temp path
                 message = str(exc)
+                if isinstance(exc, AudioContentError) and predictor is not app_.state.predictor:
+                    message += (
+                        f" (the decode budget of {config.samples_budget:.3g} samples x channels allows "
+                        f"{predictor.max_seconds:.3g} s at this file's rate and channels)"
+                    )
                 for upload, path in zip(uploads, paths, strict=True):
                     message = message.replace(str(path), _upload_name(upload))
                 raise type(exc)(message) from None
@@ -351,6 +355,26 @@ def create_app(
         return preds
 
     return app
+
+
+async def _one_part_each(request: Any, fields: tuple[str, ...]) -> None:
+    """Each song field must be sent exactly once, and no other file may ride along."""
+    form = await request.form()
+    files = [key for key, value in form.multi_items() if not isinstance(value, str)]
+    repeated = sorted({key for key in files if files.count(key) > 1})
+    unexpected = sorted({key for key in files if key not in fields})
+    if repeated or unexpected:
+        problems = [f"field {key!r} sent {files.count(key)} times" for key in repeated]
+        problems += [f"unexpected file field {key!r}" for key in unexpected]
+        wanted = " and ".join(repr(f) for f in fields)
+        raise InputError(f"send exactly one file in {wanted} per request: {'; '.join(problems)}")
+
+
+def _within_budget(predictor: Any, paths: list[Path], config: ServeConfig) -> Any:
+    """Refuse (AudioContentError) any upload whose header says it decodes past the samples budget;
+    otherwise the predictor, limited to the tightest seconds the budget allows these files."""
+    limit = min(decode_limit_seconds(p, config.samples_budget, config.max_seconds) for p in paths)
+    return predictor if limit >= config.max_seconds else predictor.with_max_seconds(limit)
 
 
 def _check_content_type(upload: Any) -> None:
@@ -384,26 +408,20 @@ def _song_id(filename: str | None) -> str:
     return re.sub(r"[^\w.\- ]+", "_", stem)[:200] or "upload"
 
 
-def _error_body(kind: str, message: str) -> dict[str, str]:
-    return {"error": kind, "detail": message}
+def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info") -> Any:
+    """uvicorn settings for ``app``: its h11 protocol with the app's header deadline, and the
+    keep-alive idle limit no longer than that deadline."""
+    import uvicorn
 
-
-async def _send_json(
-    send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
+    config = getattr(app.state, "serve_config", None) or ServeConfig()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=header_deadline_protocol(config.header_timeout_s),
+        timeout_keep_alive=min(5, max(1, int(config.header_timeout_s))),
     )
-    await send({"type": "http.response.body", "body": payload})
 
 
 @contextmanager
@@ -419,7 +437,7 @@ def background_server(app: Any, host: str = "127.0.0.1", port: int = 0) -> Itera
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -454,7 +472,7 @@ def run_server(
     import uvicorn
 
     app = create_app(model_dir, config)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn_config(app, host, port, log_level)).run()
 
 
-__all__ = ["AdmissionGate", "ServeConfig", "background_server", "create_app", "run_server"]
+__all__ = ["ServeConfig", "background_server", "create_app", "run_server", "uvicorn_config"]

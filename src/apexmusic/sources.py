@@ -128,21 +128,41 @@ def read_manifest(path: str | Path) -> list[Song]:
 
 def read_rows(path: str | Path, what: str = "") -> list[dict[str, Any]]:
     """Rows of a CSV / TSV / JSONL table as dicts (CSV cells stay strings); any other suffix is
-    read as Parquet. A file that cannot be read is an InputError naming ``what`` it is."""
+    read as Parquet. A file that cannot be read is an InputError naming ``what`` it is.
+
+    Text files may start with a byte-order mark (stripped). A ``.csv`` may be separated by
+    ``,``, ``;``, tab or ``|``: the delimiter is sniffed from the header line.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix in {".csv", ".tsv"}:
-            with path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                delimiter = "\t" if suffix == ".tsv" else sniff_delimiter(f.readline())
+                f.seek(0)
+                return list(csv.DictReader(f, delimiter=delimiter))
         if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8-sig") as f:
                 return [json.loads(line) for line in f if line.strip()]
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what + ' ' if what else ''}{path}: {exc}") from exc
+
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the candidate that splits it into the most fields
+    (outside quotes); ``,`` when none splits it."""
+    best, best_fields = ",", 1
+    for delimiter in DELIMITERS:
+        fields = len(next(csv.reader([header], delimiter=delimiter), []))
+        if fields > best_fields:
+            best, best_fields = delimiter, fields
+    return best
 
 
 def _check_unique(songs: list[Song]) -> list[Song]:

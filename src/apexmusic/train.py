@@ -32,7 +32,7 @@ from torch import nn
 
 from apexmusic import devices
 from apexmusic.choices import LOSSES, MIXINGS, TRAIN_PRECISIONS
-from apexmusic.data import Dataset, Split, SplitConfig, split_indices
+from apexmusic.data import Dataset
 from apexmusic.errors import ConfigError, DataError
 from apexmusic.metrics import Evaluation, evaluate_predictions, write_evaluation
 from apexmusic.model import (
@@ -47,6 +47,7 @@ from apexmusic.model import (
     weighted_song_mean,
 )
 from apexmusic.model.provenance import make_provenance, strip_paths
+from apexmusic.splits import Split, SplitConfig
 from apexmusic.tasks import POPULARITY_TASKS, tasks_for
 from apexmusic.trust import Trust, check_split, fit_trust
 
@@ -207,9 +208,7 @@ def train(
         dataset = replace(dataset, tasks=tasks)
     device = resolve_device(config.device)
     config = replace(config, precision=training_precision(config.precision, device))
-    split = split or split_indices(
-        len(dataset), config.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = split or dataset.split(config.split_config())
     if len(split.train) < 2:
         raise DataError(f"only {len(split.train)} training songs; need at least 2")
     log.info("split %s: %s", config.split, split.sizes())
@@ -544,9 +543,7 @@ def run_grid(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = split_indices(
-        len(dataset), base.split_config(), dataset.labels.creator, dataset.labels.created_at
-    )
+    split = dataset.split(base.split_config())
     conditions = grid_conditions()
     rows: list[dict[str, Any]] = []
     for i, cond in enumerate(conditions):

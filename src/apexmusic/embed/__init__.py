@@ -17,9 +17,11 @@ The stages, one module each:
   (:mod:`apexmusic.distributed` is the Ray engine, built from the same parts);
 - :mod:`~apexmusic.embed.song`: :class:`SongEmbedder`, one song in memory for prediction.
 
-Reference compatibility (``compat="reference"``): 30 s segments, the last zero-padded and
-counted as full (``SegmentConfig(pad_last=True)``), fp32, plain mean over segments; the
-encoder gets ``compat="reference"`` and pools what the published pipeline pools.
+Reference compatibility (``compat="reference"``): the published pipeline's audio path
+(``SegmentConfig.for_reference()``: libsndfile decoding, torchaudio's sinc resampler, 30 s
+segments with every non-empty tail kept, zero-padded and counted as full), fp32, plain mean
+over segments; the encoder gets ``compat="reference"`` and pools what the published pipeline
+pools.
 """
 
 from apexmusic.embed.assembly import SongAssembler, SongParts

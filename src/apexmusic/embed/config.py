@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from apexmusic.audio import DECODER, RESAMPLER, SegmentConfig
+from apexmusic.audio import SegmentConfig
 from apexmusic.choices import DEFAULT_MAX_SECONDS
 from apexmusic.devices import PRECISIONS
 from apexmusic.encoders import Encoder, load_encoder
@@ -66,12 +66,12 @@ class EmbedConfig:
         self.segment_config()  # validates lengths and max_seconds
 
     def segment_config(self) -> SegmentConfig:
-        return SegmentConfig(
+        config = SegmentConfig(
             segment_seconds=self.segment_seconds,
             hop_seconds=self.hop_seconds,
-            pad_last=self.compat == REFERENCE,
             max_seconds=self.max_seconds,
         )
+        return config.for_reference() if self.compat == REFERENCE else config
 
     def n_workers(self, encode_in_workers: bool = False) -> int:
         if self.workers is not None:
@@ -154,8 +154,8 @@ def spec_for(encoder: Encoder, config: EmbedConfig) -> EmbeddingSpec:
         pad_last=segment.pad_last,
         pooling="all_frames" if reference else "valid_frames",
         segment_weighting="uniform" if reference else "valid_seconds",
-        decoder=DECODER,
-        resampler=RESAMPLER,
+        decoder=segment.decoder,
+        resampler=segment.resampler,
         precision=encoder.precision,
         encoder_settings=encoder.describe(),
         version=__version__,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 
 import numpy as np
 
@@ -30,8 +29,8 @@ class SongEmbedder:
         batch_size: int | None = None,
     ):
         segment_config = segment_config or SegmentConfig()
-        if compat == REFERENCE and not segment_config.pad_last:
-            segment_config = replace(segment_config, pad_last=True)
+        if compat == REFERENCE:
+            segment_config = segment_config.for_reference()
         self.encoder = encoder
         self.segment_config = segment_config
         self.compat = compat

@@ -13,7 +13,8 @@ Weights (``weights=``):
     sharded ``*.index.json`` forms). Old weight-norm names (``weight_g`` / ``weight_v``) are
     renamed to the parametrisation names; MERT-only pre-training keys (``_DROPPED_KEYS``) are
     dropped; any other missing or unexpected key is a ModelLoadError. ``.bin`` files load
-    with ``torch.load(weights_only=True)`` only;
+    with ``torch.load(weights_only=True)`` only. A ``preprocessor_config.json`` beside them
+    sets ``do_normalize`` (``encoders.input_norm``: zero-mean unit-variance input rows);
   - a single weights file (uses the built-in architecture);
   - a hub id such as ``m-a-p/MERT-v1-95M`` (also the default, ``None``): only the config and
     weight files are downloaded with ``huggingface_hub.snapshot_download``, then loaded as a
@@ -39,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ import numpy as np
 from apexmusic.devices import resolve_device, resolve_precision, torch_dtype
 from apexmusic.encoders.base import EncoderBase
 from apexmusic.encoders.fingerprint import loaded_fingerprint
+from apexmusic.encoders.input_norm import PREPROCESSOR_FILE, normalise_rows, read_do_normalize
 from apexmusic.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -314,6 +316,7 @@ def random_init(model: Any, seed: int = 0) -> None:
 
 def load_folder(folder: Path, expected: MertArch):
     arch = arch_from_config(_read_config(folder), expected)
+    arch = replace(arch, extra={**arch.extra, "do_normalize": read_do_normalize(folder)})
     state: dict[str, Any] = {}
     for path in _weight_files(folder):
         if not path.is_file():
@@ -331,6 +334,7 @@ def download_snapshot(hub_id: str) -> Path:
             repo_id=hub_id,
             allow_patterns=[
                 "config.json",
+                PREPROCESSOR_FILE,
                 *_WEIGHT_FILES,
                 *_INDEX_FILES,
                 "model-*.safetensors",
@@ -404,6 +408,8 @@ class MertEncoder(EncoderBase):
         self.n_layers = arch.num_hidden_layers + 1
         self.dim = arch.hidden_size
         self.compat = compat
+        # the checkpoint's preprocessor_config.json: zero-mean unit-variance rows when true
+        self.do_normalize = bool(arch.extra.get("do_normalize", False))
         self.device = resolve_device(device)
         self.precision = "fp32" if compat == "reference" else resolve_precision(precision, self.device)
         if compat == "reference" and precision not in ("auto", "fp32"):
@@ -446,6 +452,8 @@ class MertEncoder(EncoderBase):
         if segments.ndim != 2:
             raise ValueError(f"segments must be [batch, samples], got {segments.shape}")
         lengths = self._effective_lengths(segments, lengths)
+        if self.do_normalize:
+            segments = normalise_rows(segments, np.minimum(lengths, segments.shape[1]))
         if segments.shape[1] < self.min_samples:  # shorter than one receptive field: pad
             segments = np.pad(segments, ((0, 0), (0, self.min_samples - segments.shape[1])))
         out = np.empty((segments.shape[0], self.n_layers, self.dim), dtype=np.float32)
@@ -462,6 +470,7 @@ class MertEncoder(EncoderBase):
             "implementation": "transformers.HubertModel" + (" + apexmusic fast path" if self.fast else ""),
             "precision": self.precision,
             "compat": self.compat,
+            "do_normalize": self.do_normalize,
             "pooling": "all frames of the zero-padded segment" if self.compat else "valid frames only",
             "hidden_states": self.n_layers,
             "sample_rate": self.sample_rate,

@@ -43,6 +43,7 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 COMPARATOR_FILE = "comparator.json"
 EVAL_DIR = "eval"
+HUB_SOURCE_FILE = "provenance.json"  # a model converted from the hub: repo, commit, sha256
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class ModelDir:
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def resolve(cls, name_or_path: str | Path) -> ModelDir:
+        """The model directory a folder or a hub id (``owner/name[@revision]``) names; a hub id
+        is downloaded (data files only) or read from the Hugging Face cache."""
+        from apexmusic.hub import resolve_model
+
+        return cls(resolve_model(name_or_path))
 
     # ---- paths ----------------------------------------------------------------------------
     @property
@@ -147,6 +156,17 @@ class ModelDir:
     def provenance(self) -> dict[str, Any]:
         """Where the training data came from (``{}`` for a model saved before it was kept)."""
         return dict(self.read_config().get("provenance") or {})
+
+    def hub_source(self) -> dict[str, Any]:
+        """Where a model converted from the hub came from (``{}`` for any other model)."""
+        path = self.root / HUB_SOURCE_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save_hub_source(self, source: dict[str, Any]) -> None:
+        write_atomic(self.root / HUB_SOURCE_FILE, json.dumps(source, indent=2).encode())
 
     # ---- the comparator ---------------------------------------------------------------------
     def comparator(self) -> PreferenceComparator | None:

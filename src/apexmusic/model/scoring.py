@@ -182,13 +182,13 @@ class ScoringModel:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str = "cpu") -> ScoringModel:
-        """Load a model directory (safetensors only; nothing is unpickled).
+        """Load a model directory or hub id (safetensors only; nothing is unpickled).
 
         Nothing is trusted before it is checked: every dimension in ``config.json`` is checked
         against the safetensors header before any tensor is read or allocated, NaN or Inf
         weights are refused, and the config's ``model_id`` must be the weights' own id.
         """
-        folder = ModelDir(model_dir)
+        folder = ModelDir.resolve(model_dir)
         cfg = folder.read_config()
         try:
             head = HeadConfig.from_dict(cfg["head"])

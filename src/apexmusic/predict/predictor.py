@@ -86,14 +86,15 @@ class Predictor:
         mc_samples: int = DEFAULT_MC_SAMPLES,
         max_seconds: float | None = None,
     ) -> Predictor:
-        """Load ``model_dir`` and the encoder named by its ``encoder_spec``.
+        """Load ``model_dir`` (a folder, or a hub id such as ``amaai-lab/apex``) and the encoder
+        named by its ``encoder_spec``.
 
         ``weights`` overrides the encoder weights recorded in the spec (for example a local
         MERT folder when the spec names a hub id). ``max_seconds`` rejects longer songs.
         """
         from apexmusic.model import ModelDir
 
-        folder = ModelDir(model_dir)
+        folder = ModelDir.resolve(model_dir)
         model = folder.load(device=device)
         embedder = build_embedder(model, weights=weights, device=device, max_seconds=max_seconds)
         predictor = cls(
