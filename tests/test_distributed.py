@@ -17,6 +17,7 @@ import pytest
 
 from apexmusic.embed import EmbedConfig, embed_inputs
 from apexmusic.encoders import EncoderBase
+from apexmusic.errors import RunInterrupted
 from apexmusic.sources import Song
 from apexmusic.store import EmbeddingStore
 
@@ -254,7 +255,7 @@ def test_resume_after_an_interrupted_job_skips_finished_songs(
         if progress.done == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="2 songs finished in this run are kept"):
         embed_inputs_ray(short_songs, out, config, on_progress=interrupt_after_two, concurrency=1)
     first = _rows(EmbeddingStore.open(out))
     assert len(first) == 2

@@ -14,7 +14,7 @@ from apexmusic.audio import SegmentConfig
 from apexmusic.cli import main
 from apexmusic.embed import EmbedConfig, SongEmbedder, embed_inputs
 from apexmusic.encoders.handcrafted import HandcraftedEncoder
-from apexmusic.errors import ConfigError, StoreError
+from apexmusic.errors import ConfigError, RunInterrupted, StoreError
 from apexmusic.sources import Song, resolve_inputs
 from apexmusic.store import EmbeddingStore
 
@@ -216,8 +216,9 @@ def test_an_interrupted_run_keeps_finished_songs_and_resume_completes_it(tmp_pat
         if progress.done == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RunInterrupted, match="SIGINT: 2 songs finished in this run are kept") as stopped:
         embed_inputs(songs, out, EmbedConfig(workers=1), on_progress=interrupt_after_two)
+    assert (stopped.value.kept, stopped.value.signum) == (2, 2)
     store = EmbeddingStore.open(out)
     assert len(store.done_ids()) == 2  # written on the way out, as a whole shard
     report = embed_inputs(songs, out, EmbedConfig(workers=1, resume=True))

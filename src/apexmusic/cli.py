@@ -13,7 +13,9 @@ owning modules); the parser is built without importing torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error already printed as one line (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(args.verbose - args.quiet)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
@@ -46,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"{exc.kind} error: {exc}")
     except OSError as exc:
         _error(_os_error_line(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("apexmusic: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     except Exception as exc:  # a bug: one line, the traceback at -vv
         log.debug("unexpected error", exc_info=True)
         _error(f"internal error: {type(exc).__name__}: {_first_line(str(exc))} (-vv shows the traceback)")
@@ -253,11 +256,57 @@ def _add_embed(sub):
     p.add_argument(
         "--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="fail longer songs (0: no limit)"
     )
+    p.add_argument(
+        "--flush-seconds",
+        type=float,
+        default=None,
+        help="write finished songs to a shard at least this often (default 20): what kill -9 can lose",
+    )
     p.set_defaults(handler=_cmd_embed)
 
 
 def _cmd_embed(args) -> int:
-    from apexmusic.embed import EmbedConfig, embed_inputs
+    from apexmusic.errors import RunInterrupted
+
+    try:
+        with _signals_stop_the_run():
+            return _embed(args)
+    except RunInterrupted as exc:
+        command = shlex.join(["apexmusic", *args.argv] + ([] if "--resume" in args.argv else ["--resume"]))
+        print(f"apexmusic: {exc}; continue with: {command}", file=sys.stderr)
+        return 128 + exc.signum
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run():
+    """SIGTERM (what timeout, systemd and docker stop send) stops a run as Ctrl-C does: it
+    raises StopRequested in the main thread; further signals wait for the finished songs to
+    be written."""
+    import signal
+    import threading
+
+    from apexmusic.errors import StopRequested
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise StopRequested(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _embed(args) -> int:
+    from apexmusic.embed import FLUSH_SECONDS, EmbedConfig, embed_inputs
     from apexmusic.sources import resolve_inputs
     from apexmusic.store import EmbeddingStore
 
@@ -273,6 +322,7 @@ def _cmd_embed(args) -> int:
         workers=args.workers,
         resume=args.resume,
         max_seconds=args.max_seconds if args.max_seconds and args.max_seconds > 0 else None,
+        flush_seconds=FLUSH_SECONDS if args.flush_seconds is None else args.flush_seconds,
     )
     config.validate()
     songs = resolve_inputs(args.inputs)
@@ -300,7 +350,9 @@ def _cmd_embed(args) -> int:
         f"embedded {report.n_done} songs ({report.audio_seconds / 3600:.2f} h of audio) in {wall:.1f} s: "
         f"{report.n_done / wall:.2f} songs/s, {report.audio_seconds / 3600 / wall:.3f} audio-h/s; "
         f"{report.n_failed} failed, {report.n_skipped} already done, "
-        f"{report.n_cached} from the content cache -> {args.out}"
+        f"{report.n_cached} from the content cache"
+        + (f", {report.n_replaced} replaced (their files changed)" if report.n_replaced else "")
+        + f" -> {args.out}"
     )
     if report.n_failed:
         log_file = EmbeddingStore(args.out).failures_path
@@ -317,25 +369,69 @@ def _add_store(sub):
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
     r = store_sub.add_parser(
         "repair",
-        help="rebuild a store's manifest.json from the embedding spec its shards carry",
-        description="Every shard records the settings its vectors were made with; this rewrites "
-        "DIR/manifest.json from them. Refused when the shards disagree or predate that record.",
+        help="quarantine damaged shards and rebuild manifest.json from the spec the shards carry",
+        description="Moves shards that cannot be read whole to DIR/quarantine/ (embed --resume "
+        "embeds their songs again), deletes temporary files of killed writers, keeps one row per "
+        "song, and rewrites DIR/manifest.json from the settings every shard records. Refused when "
+        "the shards disagree or predate that record, and while another process writes DIR.",
     )
     r.add_argument("store", metavar="DIR", help="embedding store folder")
     r.set_defaults(handler=_cmd_store_repair)
+    v = store_sub.add_parser(
+        "verify",
+        help="read every shard in full and report damaged ones (exit 1 when there are any)",
+        description="Checks every shard (checksums, row shapes, duplicate song ids) without "
+        "changing anything; --quarantine also moves damaged shards to DIR/quarantine/.",
+    )
+    v.add_argument("store", metavar="DIR", help="embedding store folder")
+    v.add_argument("--quarantine", action="store_true", help="move damaged shards to DIR/quarantine/")
+    v.set_defaults(handler=_cmd_store_verify)
 
 
 def _cmd_store_repair(args) -> int:
-    from apexmusic.store import EmbeddingStore, repair_manifest
+    from apexmusic.store import repair_store
 
-    spec = repair_manifest(args.store)
-    n_shards = len(EmbeddingStore(args.store).shards())
+    check = repair_store(args.store)
+    _print_store_check(check)
+    spec = check.spec
     print(
-        f"rebuilt {args.store}/manifest.json from {n_shards} shards: encoder {spec.encoder} "
-        f"({spec.n_layers}x{spec.dim}), {spec.segment_seconds:g} s segments every {spec.hop:g} s"
-        + (f", compat {spec.compat}" if spec.compat else "")
+        f"rebuilt {args.store}/manifest.json from {check.n_shards - len(check.bad)} shards: encoder "
+        f"{spec.encoder} ({spec.n_layers}x{spec.dim}), {spec.segment_seconds:g} s segments every "
+        f"{spec.hop:g} s" + (f", compat {spec.compat}" if spec.compat else "")
     )
     return EXIT_OK
+
+
+def _cmd_store_verify(args) -> int:
+    from apexmusic.store import WriterLock, quarantine, verify_store
+
+    check = verify_store(args.store)
+    if args.quarantine and check.bad:
+        lock = WriterLock(args.store)
+        try:
+            check = verify_store(args.store)  # again, now that no writer can add shards
+            quarantine(check)
+        finally:
+            lock.release()
+    _print_store_check(check)
+    if check.clean:
+        return EXIT_OK
+    if not check.quarantined:
+        print(f"apexmusic: `apexmusic store repair {args.store}` quarantines damaged shards", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+def _print_store_check(check) -> None:
+    for bad in check.bad:
+        moved = " (moved to quarantine/)" if check.quarantined else ""
+        print(f"apexmusic: bad shard {bad.shard}{moved}: {bad.reason}", file=sys.stderr)
+    if check.duplicates:
+        print(f"apexmusic: {len(check.duplicates)} song ids stored more than once", file=sys.stderr)
+    print(
+        f"{check.root}: {check.n_shards} shards, {check.n_rows} songs in readable shards, "
+        f"{len(check.bad)} damaged, {len(check.duplicates)} duplicated ids, "
+        f"{len(check.leftovers)} leftover temporary files"
+    )
 
 
 def _print_failures(failures) -> None:

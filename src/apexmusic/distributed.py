@@ -203,22 +203,36 @@ def _embed(
     start: float,
 ) -> EmbedReport:
     make_encoder = encoder_factory or EncoderFactory(config)
-    plan = plan_resources(settings)
-    info = probe_encoder(make_encoder, config, plan)
-    store, todo, n_skipped = open_run(songs, out_dir, info.spec, config.resume)
-    sink = StoreSink(store, config.shard_songs, len(todo), n_skipped, on_progress, start=start)
-    sink.progress("")
+    resources = plan_resources(settings)
+    info = probe_encoder(make_encoder, config, resources)
+    plan = open_run(songs, out_dir, info.spec, config.resume)
     try:
-        for result in run_pipeline(
-            todo, make_encoder, info, config.segment_config(), config.compat, plan, settings
-        ):
-            sink.put(result)
+        sink = StoreSink(
+            plan, config.shard_songs, on_progress, start=start, flush_seconds=config.flush_seconds
+        )
+        sink.progress("")
+        try:
+            for result in run_pipeline(
+                plan.todo, make_encoder, info, config.segment_config(), config.compat, resources, settings
+            ):
+                sink.put(result)
+        except KeyboardInterrupt as exc:
+            sink.flush()
+            raise sink.interrupted(exc) from None
+        finally:
+            sink.flush()
+        report = sink.report(out_dir)
+        record_run(
+            plan.store,
+            report,
+            config,
+            "ray",
+            info.batch_size,
+            actors=resources.actors,
+            gpus_per_actor=resources.gpus_per_actor,
+        )
     finally:
-        sink.flush()
-    report = sink.report(out_dir)
-    record_run(
-        store, report, config, "ray", info.batch_size, actors=plan.actors, gpus_per_actor=plan.gpus_per_actor
-    )
+        plan.store.close()
     return report
 
 

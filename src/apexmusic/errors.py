@@ -49,3 +49,22 @@ class DataError(ApexError):
     """Metadata or labels that cannot be read or mapped."""
 
     kind = "data"
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised in the main thread by a signal handler (SIGTERM), so a run stops as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class RunInterrupted(ApexError):
+    """A run stopped by a signal after keeping its finished work (CLI exit status 128+signal)."""
+
+    kind = "interrupted"
+
+    def __init__(self, message: str, signum: int, kept: int):
+        super().__init__(message)
+        self.signum = signum
+        self.kept = kept

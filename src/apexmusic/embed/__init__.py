@@ -47,7 +47,7 @@ from apexmusic.embed.messages import (
     encode_segments,
 )
 from apexmusic.embed.pooling import combine_segments, segment_weights, song_embedding
-from apexmusic.embed.sink import FLUSH_SECONDS, StoreSink, open_run, record_run
+from apexmusic.embed.sink import FLUSH_SECONDS, RunPlan, StoreSink, open_run, record_run
 from apexmusic.embed.song import SongEmbedder
 from apexmusic.embed.workers import WorkerPool
 from apexmusic.store.spec import REFERENCE
@@ -64,6 +64,7 @@ __all__ = [
     "Message",
     "SegmentAudio",
     "SegmentVectors",
+    "RunPlan",
     "SongAssembler",
     "SongEmbedder",
     "SongEnd",

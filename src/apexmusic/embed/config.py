@@ -14,6 +14,8 @@ from apexmusic.errors import ConfigError
 from apexmusic.store import EmbeddingSpec, Failure
 from apexmusic.store.spec import REFERENCE
 
+FLUSH_SECONDS = 20.0  # finished songs reach a shard at least this often (what kill -9 can lose)
+
 
 @dataclass
 class EmbedConfig:
@@ -31,6 +33,7 @@ class EmbedConfig:
     resume: bool = False
     max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer songs fail with a content error
     shard_songs: int = 256  # songs per Parquet shard
+    flush_seconds: float = FLUSH_SECONDS  # and a shard at least this often, however few songs
     decode_timeout_s: float = 900.0  # a decoder stuck this long on one song is killed
     encoder_options: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +59,8 @@ class EmbedConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.shard_songs < 1:
             raise ConfigError(f"shard_songs must be >= 1, got {self.shard_songs}")
+        if not self.flush_seconds > 0:
+            raise ConfigError(f"flush_seconds must be positive, got {self.flush_seconds}")
         if self.decode_timeout_s <= 0:
             raise ConfigError(f"decode_timeout_s must be positive, got {self.decode_timeout_s}")
         self.segment_config()  # validates lengths and max_seconds
@@ -103,6 +108,7 @@ class EmbedReport:
     failures: list[Failure]
     n_cached: int = 0  # done songs whose vectors were copied from a song with identical content
     out_dir: str = ""
+    n_replaced: int = 0  # done songs whose file changed since it was stored: the old row replaced
 
 
 def build_encoder(config: EmbedConfig) -> Encoder:

@@ -1,6 +1,8 @@
 """The local engine: songs in, an embedding store out, on one machine.
 
-1. Songs already in the store are skipped under ``resume``; the rest are checked for
+1. Songs already in the store are skipped under ``resume`` (unless their file changed: then
+   they are done again and their row replaced, :func:`~apexmusic.embed.sink.open_run`); the
+   rest are checked for
    duplicate content: files whose sizes collide are hashed up front, and a file whose
    SHA-256 was already claimed by another song is not decoded again -- that song gets a copy
    of the first one's vectors (``EmbedReport.n_cached``).
@@ -13,8 +15,9 @@
    longest row, and runs the encoder on each batch.
 4. The :class:`SongAssembler` turns a song's vectors into its song-level vector once all are
    in; the :class:`StoreSink` buffers songs into atomic Parquet shards every ``shard_songs``
-   songs (and every two minutes), so an interrupted run loses at most the buffer (which is
-   still written on Ctrl-C) and ``--resume`` redoes exactly the songs not in a shard.
+   songs (and every ``flush_seconds``), so a killed run loses at most that buffer (on Ctrl-C
+   or SIGTERM it is still written, the decoders are stopped quietly and the run raises
+   RunInterrupted) and ``--resume`` redoes exactly the songs not in a shard.
 5. A song that fails anywhere (decode, content, encoder, a decoder process that crashed or
    hung) becomes one ``failures.jsonl`` line; the other songs carry on.
 """
@@ -39,12 +42,12 @@ from apexmusic.embed.config import (
     spec_for,
 )
 from apexmusic.embed.messages import DecodeTask, Message, SegmentAudio, encode_segments
-from apexmusic.embed.sink import StoreSink, open_run, record_run
+from apexmusic.embed.sink import RunPlan, StoreSink, open_run, record_run
 from apexmusic.embed.workers import WorkerPool, in_process_messages, spawn_can_start
 from apexmusic.encoders import Encoder
 from apexmusic.errors import ApexError
 from apexmusic.sources import Song
-from apexmusic.store import EmbeddingStore, Failure, SongEmbedding
+from apexmusic.store import Failure, SongEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +57,18 @@ class _Run:
 
     def __init__(
         self,
-        songs: list[Song],
-        store: EmbeddingStore,
+        plan: RunPlan,
         encoder: Encoder,
         config: EmbedConfig,
-        n_skipped: int,
         on_progress: Callable[[EmbedProgress], None] | None,
     ):
-        self.songs = songs
+        self.songs = songs = plan.todo
         self.encoder = encoder
         self.config = config
         self.segment = config.segment_config()
         self.full_samples = self.segment.segment_samples(encoder.sample_rate)
         self.batch_size = config.batch_size_for(encoder)
-        self.sink = StoreSink(store, config.shard_songs, len(songs), n_skipped, on_progress)
+        self.sink = StoreSink(plan, config.shard_songs, on_progress, flush_seconds=config.flush_seconds)
         self.batches: dict[bool, list[SegmentAudio]] = {True: [], False: []}
         self.copies: dict[int, list[int]] = defaultdict(list)  # primary idx -> duplicate idxs
         self.tasks = self._plan()
@@ -110,7 +111,7 @@ class _Run:
                 self._consume(pool.messages(lambda: self.resolved >= len(self.songs)))
             finally:
                 pool.close()
-        finally:  # also on Ctrl-C: finished songs reach a shard, so --resume skips them
+        finally:  # also on Ctrl-C / SIGTERM: finished songs reach a shard, so --resume skips them
             self.sink.flush()
 
     def _plan(self) -> list[DecodeTask]:
@@ -215,14 +216,22 @@ def embed_inputs(
     """Embed ``songs`` into the store at ``out_dir`` (created, or continued under ``config.resume``).
 
     Per-song problems never raise: they become ``failures.jsonl`` lines and ``report.failures``.
-    Raises ConfigError / StoreError / ModelLoadError for problems with the run itself.
+    Raises ConfigError / StoreError / ModelLoadError for problems with the run itself, and
+    RunInterrupted on KeyboardInterrupt (or :class:`~apexmusic.errors.StopRequested`) once the
+    finished songs are written.
     """
     config = config or EmbedConfig()
     config.validate()
     encoder = build_encoder(config)
-    store, todo, n_skipped = open_run(songs, out_dir, spec_for(encoder, config), config.resume)
-    run = _Run(todo, store, encoder, config, n_skipped, on_progress)
-    run.run()
-    report = run.sink.report(out_dir)
-    record_run(store, report, config, "local", run.batch_size, workers=run.workers_used)
+    plan = open_run(songs, out_dir, spec_for(encoder, config), config.resume)
+    try:
+        run = _Run(plan, encoder, config, on_progress)
+        try:
+            run.run()
+        except KeyboardInterrupt as exc:
+            raise run.sink.interrupted(exc) from None
+        report = run.sink.report(out_dir)
+        record_run(plan.store, report, config, "local", run.batch_size, workers=run.workers_used)
+    finally:
+        plan.store.close()
     return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -42,7 +43,13 @@ def _worker_main(
     log_level: int,
     encoder_factory: Callable[[], Encoder] | None = None,
 ) -> None:
-    """Decoder process: receive DecodeTasks on ``conn`` until None; send messages back."""
+    """Decoder process: receive DecodeTasks on ``conn`` until None; send messages back.
+
+    Ctrl-C and SIGTERM reach the whole process group; the parent alone decides when decoders
+    stop (it flushes first, then closes their pipes), so they ignore both and stay quiet.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     encoder = encoder_factory() if encoder_factory is not None else None
     while True:

@@ -318,23 +318,18 @@ def _iter_store_batches(
 ) -> Iterator[tuple[Any, Any, np.ndarray, list[np.ndarray] | None, list[np.ndarray] | None]]:
     """``(ids, paths, layers [B, L, D], segments, segment weights)`` per batch of store rows;
     the segments only when asked for (a segment-mode model)."""
-    import pyarrow.parquet as pq
-
-    shards = store.shards()
-    if not shards:
+    if not store.shards():
         raise ConfigError(f"{store.root} holds no embeddings")
     n_layers, dim = spec.shape
     columns = ["id", "path", "layers"] + (["segments", "segment_weights"] if with_segments else [])
-    for shard in shards:
-        pf = pq.ParquetFile(shard)
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-            layers = _rows(batch.column(2), n_layers, dim)
-            segments = weights = None
-            if with_segments:
-                weights = [np.asarray(w, np.float32) for w in batch.column(4).to_pylist()]
-                flat = _rows(batch.column(3), n_layers, dim)  # all segments of the batch, in order
-                segments = np.split(flat, np.cumsum([len(w) for w in weights])[:-1])
-            yield batch.column(0), batch.column(1), layers, segments, weights  # ids, paths stay Arrow
+    for batch in store.iter_batches(columns, batch_size):  # StoreError names a damaged shard
+        layers = _rows(batch.column(2), n_layers, dim)
+        segments = weights = None
+        if with_segments:
+            weights = [np.asarray(w, np.float32) for w in batch.column(4).to_pylist()]
+            flat = _rows(batch.column(3), n_layers, dim)  # all segments of the batch, in order
+            segments = np.split(flat, np.cumsum([len(w) for w in weights])[:-1])
+        yield batch.column(0), batch.column(1), layers, segments, weights  # ids, paths stay Arrow
 
 
 def _rows(column: Any, n_layers: int, dim: int) -> np.ndarray:

@@ -12,8 +12,12 @@ Parquet schema metadata. Reading checks each shard against the manifest, so a st
 mixes settings, and a store whose manifest was lost can be rebuilt from its shards
 (:func:`repair_manifest`).
 
-Writes are atomic (temporary file, then rename), so an interrupted job leaves only whole
-shards behind and ``--resume`` can trust every row it finds. This module is the only code
+Writes are atomic (temporary file, fsync, rename, fsync of the folder), so an interrupted job
+leaves only whole shards behind and ``--resume`` can trust every row it finds. A row that must
+change (its file was replaced) is swapped by rewriting its shard under the same name, so a
+reader sees the old row or the new one, never both. One process writes at a time
+(:class:`~apexmusic.store.lock.WriterLock`). A shard that cannot be read is a StoreError naming
+it; :mod:`apexmusic.store.check` moves such shards to ``quarantine/``. This module is the only code
 that knows the on-disk layout; the embedding engines (local and Ray) write through it and
 training, evaluation and prediction read through it.
 """
@@ -34,6 +38,8 @@ import numpy as np
 
 from apexmusic.errors import ConfigError, StoreError
 from apexmusic.paths import output_dir
+from apexmusic.store.files import atomic_write_json, fsync, fsync_dir, unlink_quietly
+from apexmusic.store.lock import WriterLock
 from apexmusic.store.spec import EmbeddingSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 SHARD_GLOB = "shard-*.parquet"
 SHARD_SPEC_KEY = b"apexmusic.embedding_spec"
+QUARANTINE = "quarantine"
 # Manifest keys that belong to the spec (or are derived from it): never changed in place.
 _SPEC_KEYS = frozenset({f.name for f in fields(EmbeddingSpec)} | {"spec_format", "config_hash", "format"})
 # What older stores recorded before the spec existed; a spec read from one lacks these.
@@ -61,6 +68,8 @@ class SongEmbedding:
     segments: np.ndarray  # float32 [n_segments, n_layers, dim]
     segment_weights: np.ndarray  # float32 [n_segments]
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. musicnn tag probabilities
+    size: int | None = None  # the file's byte size and mtime when it was embedded (resume checks)
+    mtime_ns: int | None = None
 
     @property
     def n_segments(self) -> int:
@@ -86,11 +95,26 @@ class Failure:
         )
 
     def append_to(self, path: str | Path) -> None:
-        """Append this failure as one durable JSON line to a failure log (``failures.jsonl``)."""
-        with Path(path).open("a", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append this failure as one durable JSON line to a failure log (``failures.jsonl``),
+        on a line of its own even after a torn write left the log without a final newline."""
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+            os.write(fd, lead + self.to_json().encode("utf-8") + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """Where a song's row is and what its file looked like when it was embedded."""
+
+    shard: Path
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
 
 
 @dataclass
@@ -140,6 +164,7 @@ class EmbeddingStore:
         self.root = Path(root)
         self._spec: EmbeddingSpec | None = None
         self._checked: set[Path] = set()  # shards whose spec matched the manifest
+        self._lock: WriterLock | None = None
 
     # ---- creation -----------------------------------------------------------------------
     @classmethod
@@ -153,18 +178,43 @@ class EmbeddingStore:
         """
         store = cls(root)
         output_dir(store.root, "embedding store")
-        if store.manifest_path.exists():
-            store._check_resumable(store.spec(), spec, "its manifest")
-        elif store.has_rows():
-            store._check_resumable(store._spec_from_shards(), spec, "its shards")
-        if store.has_rows() and not resume:
-            raise StoreError(f"{store.root} already holds embeddings; pass --resume to continue")
-        previous = store._readable_manifest()
+        store._lock = WriterLock(store.root)
+        try:
+            store._open_for_writing(spec, resume)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open_for_writing(self, spec: EmbeddingSpec, resume: bool) -> None:
+        if self.manifest_path.exists():
+            self._check_resumable(self.spec(), spec, "its manifest")
+        elif self.has_rows():
+            self._check_resumable(self._spec_from_shards(), spec, "its shards")
+        if self.has_rows() and not resume:
+            raise StoreError(f"{self.root} already holds embeddings; pass --resume to continue")
+        previous = self._readable_manifest()
         info = {k: v for k, v in previous.items() if k not in _SPEC_KEYS}
         info.setdefault("created", _now())
-        _atomic_write_json(store.manifest_path, manifest_for(spec, **info))
-        store._spec = spec
-        return store
+        atomic_write_json(self.manifest_path, manifest_for(spec, **info))
+        self._spec = spec
+
+    def lock(self) -> None:
+        """Take the writer lock (StoreError naming the holder's PID when another process has it)."""
+        if self._lock is None:
+            self._lock = WriterLock(self.root)
+
+    def close(self) -> None:
+        """Release the writer lock, if this store holds it."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @classmethod
     def open(cls, root: str | Path) -> EmbeddingStore:
@@ -214,7 +264,7 @@ class EmbeddingStore:
         for key in info:
             if key in _SPEC_KEYS:
                 raise StoreError(f"manifest key {key!r} defines the vectors and cannot change")
-        _atomic_write_json(self.manifest_path, {**self.manifest(), **info})
+        atomic_write_json(self.manifest_path, {**self.manifest(), **info})
 
     def shards(self) -> list[Path]:
         return sorted(self.root.glob(SHARD_GLOB))
@@ -228,22 +278,65 @@ class EmbeddingStore:
         songs = list(songs)
         if not songs:
             return None
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table(_columns(songs)).replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()})
         name = f"shard-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         final = self.root / name
-        tmp = self.root / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        self._checked.add(final)
+        self._write_shard(self._table(songs), final)
         log.debug("wrote %d songs to %s", len(songs), final)
         return final
 
+    def replace_rows(self, shard: Path, drop: set[str], songs: Sequence[SongEmbedding] = ()) -> None:
+        """Rewrite ``shard`` without the rows of ``drop`` and with ``songs`` added, under the same
+        name: one rename, so readers see either the old rows or the new ones."""
+        import pyarrow as pa
+
+        table = self._read_table(shard)
+        keep = [i for i, song_id in enumerate(table.column("id").to_pylist()) if song_id not in drop]
+        table = table.take(pa.array(keep, type=pa.int64()))
+        if songs:
+            new = self._table(list(songs))
+            table = pa.concat_tables([_conform(table, new.schema), new], promote_options="permissive")
+        if table.num_rows == 0:
+            self._remove_shard(shard)
+            return
+        self._write_shard(table.replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()}), shard)
+        log.debug("rewrote %s: %d rows replaced or removed", shard, len(drop))
+
+    def _table(self, songs: list[SongEmbedding]) -> Any:
+        import pyarrow as pa
+
+        return pa.table(_columns(songs)).replace_schema_metadata({SHARD_SPEC_KEY: self.spec().to_json()})
+
+    def _write_shard(self, table: Any, final: Path) -> None:
+        import pyarrow.parquet as pq
+
+        tmp = self.root / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(table, tmp, write_page_checksum=True)
+            fsync(tmp)
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+        except OSError as exc:
+            unlink_quietly(tmp)
+            raise StoreError(f"cannot write {final}: {exc.strerror or exc}") from None
+        except BaseException:  # interrupted: no half-written temporary file stays behind
+            unlink_quietly(tmp)
+            raise
+        self._checked.add(final)
+
+    def _remove_shard(self, shard: Path) -> None:
+        try:
+            shard.unlink()
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot remove {shard}: {exc.strerror}") from None
+        self._checked.discard(shard)
+
     def record_failure(self, failure: Failure) -> None:
-        failure.append_to(self.failures_path)
+        """Append one line to ``failures.jsonl`` (StoreError naming it when that fails)."""
+        try:
+            failure.append_to(self.failures_path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.failures_path}: {exc.strerror or exc}") from None
 
     # ---- reading -----------------------------------------------------------------------
     def checked_shards(self) -> list[Path]:
@@ -265,25 +358,84 @@ class EmbeddingStore:
         return shards
 
     def done_ids(self) -> set[str]:
-        import pyarrow.parquet as pq
-
         ids: set[str] = set()
         for shard in self.checked_shards():
-            ids.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+            ids.update(self._read_table(shard, ["id"]).column("id").to_pylist())
         return ids
 
+    def index(self) -> dict[str, StoredRow]:
+        """Every stored song id, with its shard and the file facts it was embedded from
+        (``size``/``mtime_ns`` are None in shards written before they were recorded)."""
+        rows: dict[str, StoredRow] = {}
+        for shard in self.checked_shards():
+            names = set(self._schema(shard).names)
+            table = self._read_table(shard, [c for c in ("id", "sha256", "size", "mtime_ns") if c in names])
+            n = table.num_rows
+            sizes = table.column("size").to_pylist() if "size" in names else [None] * n
+            mtimes = table.column("mtime_ns").to_pylist() if "mtime_ns" in names else [None] * n
+            ids, hashes = table.column("id").to_pylist(), table.column("sha256").to_pylist()
+            for song_id, sha, size, mtime in zip(ids, hashes, sizes, mtimes, strict=True):
+                rows[song_id] = StoredRow(shard, sha, size, mtime)
+        return rows
+
     def failures(self) -> list[dict[str, Any]]:
-        if not self.failures_path.exists():
+        """The failure records; a garbled line (a torn write) is skipped with a warning."""
+        try:
+            data = self.failures_path.read_bytes()
+        except FileNotFoundError:
             return []
-        with self.failures_path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.failures_path}: {exc.strerror}") from None
+        records = []
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                log.warning("%s line %d is not a failure record; skipped", self.failures_path, number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def iter_rows(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Rows as dicts, shard by shard (bounded memory for very large stores)."""
+        for shard in self.checked_shards():
+            yield from self._read_table(shard, list(columns) if columns else None).to_pylist()
+
+    def iter_batches(self, columns: Sequence[str], batch_size: int = 65536) -> Iterator[Any]:
+        """Arrow record batches of ``columns`` (which include ``id``), shard by shard.
+        StoreError names a shard that cannot be read, and a song id stored twice."""
         import pyarrow.parquet as pq
 
+        seen: set[str] = set()
         for shard in self.checked_shards():
-            yield from pq.read_table(shard, columns=list(columns) if columns else None).to_pylist()
+            try:
+                for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_size, columns=list(columns)):
+                    ids = batch.column(batch.schema.get_field_index("id")).to_pylist()
+                    if seen.intersection(ids) or len(set(ids)) != len(ids):
+                        raise StoreError(f"{self.root} holds duplicate song ids (in {shard.name})")
+                    seen.update(ids)
+                    yield batch
+            except (OSError, ValueError) as exc:
+                raise _unreadable(shard, exc) from None
+
+    def _read_table(self, shard: Path, columns: Sequence[str] | None = None) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(shard, columns=list(columns) if columns is not None else None)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError; truncation an OSError
+            raise _unreadable(shard, exc) from None
+
+    def _schema(self, shard: Path) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_schema(shard)
+        except (OSError, ValueError) as exc:
+            raise _unreadable(shard, exc) from None
 
     def load(self, with_segments: bool = False, ids: Sequence[str] | None = None) -> StoreData:
         """Load song-level vectors (and optionally per-segment ones) into arrays.
@@ -291,7 +443,6 @@ class EmbeddingStore:
         Rows come back in a stable order (sorted by id); ``ids`` restricts and orders them.
         """
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         spec = self.spec()
         n_layers, dim = spec.shape
@@ -301,7 +452,7 @@ class EmbeddingStore:
         shards = self.checked_shards()
         if not shards:
             raise StoreError(f"{self.root} holds no embeddings yet")
-        table = pa.concat_tables([pq.read_table(s, columns=columns) for s in shards])
+        table = pa.concat_tables([self._read_table(s, columns) for s in shards])
         all_ids = table.column("id").to_pylist()
         if len(set(all_ids)) != len(all_ids):
             raise StoreError(f"{self.root} holds duplicate song ids")
@@ -368,7 +519,7 @@ def shard_spec(path: str | Path) -> EmbeddingSpec | None:
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on junk
-        raise StoreError(f"cannot read shard {path}: {exc}") from exc
+        raise _unreadable(Path(path), exc) from None
     text = metadata.get(SHARD_SPEC_KEY)
     if text is None:
         return None
@@ -391,7 +542,7 @@ def repair_manifest(root: str | Path) -> EmbeddingSpec:
     spec = store._spec_from_shards()
     info = {k: v for k, v in store._readable_manifest().items() if k not in _SPEC_KEYS}
     info.setdefault("created", _now())
-    _atomic_write_json(store.manifest_path, manifest_for(spec, **info, repaired=_now()))
+    atomic_write_json(store.manifest_path, manifest_for(spec, **info, repaired=_now()))
     log.info("rebuilt %s from %d shards", store.manifest_path, len(store.shards()))
     return spec
 
@@ -417,6 +568,8 @@ def _columns(songs: list[SongEmbedding]) -> dict[str, Any]:
         "layers": floats([s.layers for s in songs]),
         "segments": floats([s.segments for s in songs]),
         "segment_weights": floats([s.segment_weights for s in songs]),
+        "size": pa.array([s.size for s in songs], type=pa.int64()),
+        "mtime_ns": pa.array([s.mtime_ns for s in songs], type=pa.int64()),
     }
     extra_keys = sorted({k for s in songs for k in s.extras})
     for key in extra_keys:
@@ -429,16 +582,19 @@ def _flat_list_to_numpy(column: Any) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` with the columns of ``schema`` it lacks added as nulls (older shards)."""
+    import pyarrow as pa
+
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    return table
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _unreadable(shard: Path, exc: BaseException) -> StoreError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(
+        f"shard {shard} is corrupt or truncated ({detail}); `apexmusic store repair {shard.parent}` "
+        "moves it to quarantine/ and `embed --resume` embeds its songs again"
+    )
