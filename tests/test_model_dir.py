@@ -36,7 +36,7 @@ def test_model_dir_reads_and_writes_every_file(tmp_path):
     from apexmusic.arena import PreferenceComparator
 
     folder = ModelDir(tmp_path / "m")
-    with pytest.raises(ModelLoadError, match="not a model directory"):
+    with pytest.raises(ModelLoadError, match="no such model directory"):
         folder.load()
     assert folder.comparator() is None and folder.card_markdown() == ""
     _model().save_pretrained(folder.root)
