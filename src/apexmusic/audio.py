@@ -41,7 +41,6 @@ Hostile input (each raises a typed error with a one-line message, never anything
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ import numpy as np
 
 from apexmusic import sinc
 from apexmusic.errors import AudioContentError, AudioDecodeError, InputError
+from apexmusic.paths import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,7 @@ class Segment:
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (the content-hash cache key)."""
     _check_readable(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _check_readable(path: str | os.PathLike) -> None:

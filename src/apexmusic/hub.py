@@ -26,7 +26,6 @@ executes code from a repo: remote code is never enabled anywhere in apexmusic.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 
 from apexmusic.errors import ModelLoadError
 from apexmusic.model.directory import ModelDir
+from apexmusic.paths import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _published_model_dir(ref: HubRef, published: PublishedModel) -> Path:
     commit = _commit_of(checkpoint)
     encoder_dir = download_encoder(HubRef(published.encoder_repo, published.encoder_revision))
     target = converted_root() / ref.repo_id.replace("/", "--") / commit
-    sha = _sha256(checkpoint)
+    sha = sha256_file(checkpoint)
     provenance = ModelDir(target).hub_source()
     if provenance.get("sha256") == sha and provenance.get("encoder_weights") == str(encoder_dir):
         return target
@@ -258,14 +258,6 @@ def _commit_of(path: Path) -> str:
     if "snapshots" in parts[:-1]:
         return parts[parts.index("snapshots") + 1]
     return "local"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

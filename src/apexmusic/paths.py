@@ -1,8 +1,11 @@
-"""Output folders: created on demand, or one typed error that names the path and the reason."""
+"""Files and folders: output folders created on demand (or one typed error naming the path and
+the reason), and the one content hash of a file."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import os
 from pathlib import Path
 
 from apexmusic.errors import ConfigError
@@ -30,3 +33,12 @@ def _reason(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     return exc.strerror or str(exc)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

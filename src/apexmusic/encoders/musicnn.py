@@ -57,6 +57,7 @@ from apexmusic.encoders.base import EncoderBase
 from apexmusic.encoders.fingerprint import cache_root, state_fingerprint
 from apexmusic.encoders.tf_checkpoint import TensorBundle, open_bundle
 from apexmusic.errors import ConfigError, ModelLoadError
+from apexmusic.paths import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -479,19 +480,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------- obtaining the weights
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_wheel(dest_dir: Path) -> Path:
     """``pip download`` the musicnn wheel (hash-pinned, no dependencies) into ``dest_dir``."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / WHEEL_FILENAME
-    if target.is_file() and _sha256(target) == WHEEL_SHA256:
+    if target.is_file() and sha256_file(target) == WHEEL_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
         requirements = Path(tmp) / "requirements.txt"
@@ -591,9 +584,9 @@ def resolve_weights(weights: str | os.PathLike | None, config: MusicnnConfig) ->
     if not path.exists():
         raise ModelLoadError(f"musicnn weights not found: {path}")
     if path.is_file() and path.suffix == ".safetensors":
-        return _load_converted(path, config), f"{path.name}@{_sha256(path)[:16]}"
+        return _load_converted(path, config), f"{path.name}@{sha256_file(path)[:16]}"
     if path.is_file():
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != WHEEL_SHA256:
             log.warning("%s is not the published %s wheel (sha256 %s)", path, WHEEL_REQUIREMENT, digest[:16])
         source, load_bundle = f"wheel {path.name}", lambda: _bundle_from_wheel(path, config.checkpoint)
