@@ -1459,6 +1459,3 @@ def _cmd_report(args) -> int:
     print(f"wrote {out}")
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())
