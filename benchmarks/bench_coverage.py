@@ -21,6 +21,7 @@ import numpy as np
 from bench_trust import _quiet
 
 from apexmusic import demo
+from apexmusic.demo import pipeline
 from apexmusic.synth import generate_corpus
 from apexmusic.tasks import ALL_TASKS
 
@@ -34,17 +35,17 @@ def main() -> None:
     out = Path(args.out)
     config = demo.DemoConfig(n_songs=args.songs, n_boot=0)
     corpus = generate_corpus(out / "corpus", args.songs, config.seed, workers=config.workers)
-    store_dir = demo._embed(out, corpus, config.encoder, None, config, _quiet, "")
-    dataset, styles = demo._load_dataset(corpus, store_dir)
+    store_dir = pipeline._embed(out, corpus, config.encoder, None, config, _quiet, "")
+    dataset, styles = pipeline._load_dataset(corpus, store_dir)
     ds_in = dataset.subset(np.flatnonzero(np.isin(styles, corpus.train_styles)))
     runs = []
     for seed in args.seeds:
         cfg = dataclasses.replace(config, train_seed=seed)
-        result = demo._train(ds_in, cfg, "full", out / "logs" / "bench_coverage.jsonl", _quiet, "train")
+        result = pipeline._train(ds_in, cfg, "full", out / "logs" / "bench_coverage.jsonl", _quiet, "train")
         check = result.model.predict_layers(ds_in.store.layers[result.split.test])
         assert np.allclose(np.stack([check[t] for t in ALL_TASKS], 1), result.test_predictions, atol=1e-3)
         split_iv = result.trust.intervals
-        demo._cross_conformal(ds_in, cfg, result, out / "logs" / "bench_coverage.jsonl", _quiet, "")
+        pipeline._cross_conformal(ds_in, cfg, result, out / "logs" / "bench_coverage.jsonl", _quiet, "")
         cross_iv = result.trust.intervals
         run = {"seed": seed, "split": result.split.sizes()}
         for name, values in (

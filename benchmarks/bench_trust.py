@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from apexmusic import demo
+from apexmusic.demo import pipeline
 from apexmusic.embed import EmbedConfig, embed_inputs
 from apexmusic.sources import resolve_inputs
 from apexmusic.store import EmbeddingStore
@@ -46,11 +47,11 @@ def _quiet(*_args) -> None:
 def prepare(out: Path, n_songs: int, seed: int, epochs: int):
     config = demo.DemoConfig(n_songs=n_songs, seed=seed, epochs=epochs, n_boot=0)
     corpus = generate_corpus(out / "corpus", n_songs, seed, workers=config.workers)
-    store_dir = demo._embed(out, corpus, config.encoder, None, config, _quiet, "")
-    dataset, styles = demo._load_dataset(corpus, store_dir)
+    store_dir = pipeline._embed(out, corpus, config.encoder, None, config, _quiet, "")
+    dataset, styles = pipeline._load_dataset(corpus, store_dir)
     ds_in = dataset.subset(np.flatnonzero(np.isin(styles, corpus.train_styles)))
     ds_held = dataset.subset(np.flatnonzero(np.isin(styles, corpus.heldout_styles)))
-    result = demo._train(ds_in, config, "full", out / "logs" / "bench_trust.jsonl", _quiet, "train")
+    result = pipeline._train(ds_in, config, "full", out / "logs" / "bench_trust.jsonl", _quiet, "train")
     return ds_in, ds_held, result
 
 

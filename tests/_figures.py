@@ -15,11 +15,18 @@ MIN_FONT_PT = 8.0
 
 def report_figures(source: Path, out: Path, monkeypatch) -> list:
     """The report's figures, as :func:`apexmusic.report.write_report` draws them for ``source``."""
+    import importlib
+    import pkgutil
+
     import apexmusic.report as report
+    from apexmusic.report import render
 
     figures = []
-    draw = report._img
-    monkeypatch.setattr(report, "_img", lambda fig: figures.append(fig) or draw(fig))
+    draw = render._img
+    for info in pkgutil.iter_modules(report.__path__):  # every module that draws through _img
+        module = importlib.import_module(f"{report.__name__}.{info.name}")
+        if getattr(module, "_img", None) is draw:
+            monkeypatch.setattr(module, "_img", lambda fig: figures.append(fig) or draw(fig))
     report.write_report(source, out)
     return figures
 

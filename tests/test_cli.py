@@ -199,7 +199,7 @@ def test_unexpected_errors_are_one_line_with_the_traceback_at_vv(monkeypatch, ca
     def broken(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "_cmd_report", broken)
+    monkeypatch.setattr(cli.report, "_cmd_report", broken)
     code, _, err = run(["report", "x"], capsys)
     assert_one_error_line(code, err)
     assert "internal error: ZeroDivisionError" in err[0] and "-vv" in err[0]

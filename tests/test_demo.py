@@ -203,7 +203,7 @@ def test_encoder_comparison_uses_paired_bootstrap_on_the_same_songs(tmp_path):
 
     from scipy.stats import spearmanr
 
-    from apexmusic.demo import _paired_difference
+    from apexmusic.demo.summary import _paired_difference
     from apexmusic.metrics import rowwise_spearman
 
     rng = np.random.default_rng(1)

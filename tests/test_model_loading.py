@@ -114,7 +114,9 @@ def test_a_huge_dimension_fails_fast_without_allocating(tmp_path):
     assert "'norm_mean' is [2, 8] in the weights, the config implies [2, 2000000000]" in out
     before_mb = int(out.split("BEFORE_KB")[1].split()[0]) / 1024
     peak_mb = int(out.split("PEAK_KB")[1]) / 1024
-    assert peak_mb - before_mb < 500, f"loading a hostile config grew from {before_mb:.0f} to {peak_mb:.0f} MB"
+    assert peak_mb - before_mb < 500, (
+        f"loading a hostile config grew from {before_mb:.0f} to {peak_mb:.0f} MB"
+    )
 
 
 def test_the_cli_reports_a_hostile_config_in_one_line_with_exit_2(tmp_path, capsys):

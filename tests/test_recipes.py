@@ -17,7 +17,9 @@ from apexmusic.errors import ConfigError, DataError
 from apexmusic.recipes import RECIPES, recipe_values
 from apexmusic.store import EmbeddingStore
 from apexmusic.tasks import ALL_TASKS
-from apexmusic.train import MultiTaskLoss, TrainConfig, _batch_mean_loss, _Tensors, epoch_order, train
+from apexmusic.train import MultiTaskLoss, TrainConfig, epoch_order, train
+from apexmusic.train.loop import _batch_mean_loss
+from apexmusic.train.tensors import _Tensors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
