@@ -238,7 +238,12 @@ def _add_embed(sub):
         help="the encoder's arithmetic; auto: bf16 where the hardware runs it natively, else fp32; "
         "int8: MERT on CPU only",
     )
-    p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
+    p.add_argument(
+        "--compat",
+        choices=("reference",),
+        default=None,
+        help="compute what the published pipeline computes (with --precision fp32: its arithmetic too)",
+    )
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
     p.add_argument(
         "--ray-address",
@@ -883,6 +888,13 @@ def _add_predict(sub):
         default=None,
         help="songs per model call and output flush (default 8; 65536 rows with --embeddings)",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="encoder precision (auto: bf16 where the CPU/GPU runs it natively, never int8 for a "
+        "reference-compat model; fp32: the published pipeline's arithmetic exactly)",
+    )
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
     p.add_argument(
         "--max-seconds", type=float, default=None, help="fail songs longer than this (default: no limit)"
@@ -932,6 +944,7 @@ def _cmd_predict(args) -> int:
     config = PredictConfig(
         weights=args.weights,
         device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size or 8,
         mc_samples=args.mc_samples,
         resume=args.resume,
