@@ -893,7 +893,7 @@ def _add_predict(sub):
         choices=PRECISIONS,
         default="auto",
         help="encoder precision (auto: bf16 where the CPU/GPU runs it natively, never int8 for a "
-        "reference-compat model; fp32: the published pipeline's arithmetic exactly)",
+        "reference-compat model; fp32: the published pipeline's arithmetic, to float32 rounding)",
     )
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
     p.add_argument(
