@@ -13,7 +13,8 @@ weights (trained-looking BatchNorm statistics) scores both vectors, imported wit
 Per song: segments, cosine of the song vectors, largest score differences (0-100 and 1-5 tasks).
 Also a song cut to 30.05 s (two segments in the official pipeline).
 
-    flock /tmp/apexmusic-bench.lock python benchmarks/bench_compat.py [--quick] [--normalize]
+    flock /tmp/apexmusic-bench.lock python benchmarks/bench_compat.py [--quick] [--normalize] \
+        [--precision bf16]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the 30.05 s cut and the shortest song only")
     parser.add_argument("--normalize", action="store_true", help="preprocessor do_normalize: true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="fp32", help="our encoder's precision (default fp32)")
     args = parser.parse_args()
     import soundfile as sf
     import torch
@@ -67,7 +69,8 @@ def main() -> None:
     processor = Wav2Vec2FeatureExtractor.from_pretrained(str(folder))
     model, arch = load_folder(folder, MERT_V1_95M)
     ours = SongEmbedder(
-        MertEncoder(model, arch, str(folder), device="cpu", compat=REFERENCE), compat=REFERENCE
+        MertEncoder(model, arch, str(folder), device="cpu", precision=args.precision, compat=REFERENCE),
+        compat=REFERENCE,
     )
     head = _official_head(tmp / "best_model.pt", 768)
     imported = import_reference_checkpoint(tmp / "best_model.pt")
@@ -79,7 +82,11 @@ def main() -> None:
     sf.write(str(cut), audio[: int(30.05 * rate)], rate, subtype="FLOAT")
     songs = [cut] + (songs[:1] if args.quick else songs)
 
-    print(f"torch threads {torch.get_num_threads()}, do_normalize={args.normalize}", flush=True)
+    print(
+        f"torch threads {torch.get_num_threads()}, do_normalize={args.normalize}, "
+        f"precision {ours.encoder.precision}",
+        flush=True,
+    )
     print(f"\n{'song':<38} {'segs':>4} {'1 - cosine':>10} {'max|d| 0-100':>13} {'max|d| 1-5':>11} {'s':>6}")
     worst = [1.0, 0.0, 0.0]
     spread: dict[str, list[float]] = {}

@@ -192,7 +192,6 @@ def test_cli_exit_codes(tmp_path, capsys):
     [
         {"precision": "fp8"},
         {"compat": "reference", "segment_seconds": 10.0},
-        {"compat": "reference", "precision": "bf16"},
         {"compat": "nope"},
         {"batch_size": 0},
         {"workers": -1},

@@ -157,7 +157,8 @@ def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
 ):
     """import-reference + a --compat reference store made with a local copy of the weights:
     scored with a warning (the published weights' fingerprint is unknown), never refused, and
-    equal to the published head on the published pipeline's vectors, from the store and audio."""
+    equal to the published head on the published pipeline's vectors, from the store and audio
+    (fp32); at the default precision (bf16 where the CPU runs it natively) within 0.1 / 0.005."""
     from test_mert import tiny, write_published_folder
 
     import apexmusic.encoders.mert as mert_module
@@ -172,7 +173,7 @@ def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
     write_published_folder(mert, arch, weights, "safetensors")
     song = shared_data / "real-audio" / "acestep_hiphop_rap_shirt_song.opus"
     store, model_dir = tmp_path / "store", tmp_path / "apex"
-    embed = ["embed", str(song), "--encoder", "mert-v1-95m", "--weights", str(weights)]
+    embed = ["embed", str(song), "--encoder", "mert-v1-95m", "--weights", str(weights), "--precision", "fp32"]
     assert main([*embed, "--compat", "reference", "--out", str(store), "--workers", "0"]) == 0
     reference = _reference_checkpoint(tmp_path / "best_model.pt", TASKS, 2, seed=6, in_dim=arch.hidden_size)
     assert main(["import-reference", str(tmp_path / "best_model.pt"), str(model_dir)]) == 0
@@ -186,7 +187,12 @@ def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
     assert "cannot verify" in caplog.text and "m-a-p/MERT-v1-95M" in caplog.text
     out = tmp_path / "a.jsonl"
     args = ["predict", str(song), "--model", str(model_dir), "--weights", str(weights), "--out", str(out)]
-    assert main([*args, "--mc-samples", "0"]) == 0
+    assert main([*args, "--mc-samples", "0", "--precision", "fp32"]) == 0
+    fast = tmp_path / "b.jsonl"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*args[:-1], str(fast), "--mc-samples", "0", "--precision", "bf16"]) == 0
+    assert "precision: model 'fp32' vs the predictor's encoder 'bf16'" in caplog.text
 
     audio, _ = decode_mono(song, arch.extra.get("sample_rate", 24000))
     vector = _published_pipeline_vector(mert, audio, 30 * 24000)
@@ -194,6 +200,7 @@ def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
         expected = reference(torch.from_numpy(vector)[None])
     (from_store,) = [json.loads(x) for x in scored.read_text().splitlines()]
     (from_audio,) = [json.loads(x) for x in out.read_text().splitlines()]
+    (from_bf16,) = [json.loads(x) for x in fast.read_text().splitlines()]
     # The comparison can tell pipelines apart: leaving out the zero-padded last segment moves scores.
     with torch.no_grad():
         unpadded = reference(
@@ -204,3 +211,5 @@ def test_an_imported_model_scores_a_store_embedded_with_local_mert_weights(
         tol = 1e-4 * RANGES[task].span
         assert from_store[task] == pytest.approx(float(expected[task][0]), abs=tol), task
         assert from_audio[task] == pytest.approx(float(expected[task][0]), abs=tol), task
+        bf16_tol = 0.1 if RANGES[task].span > 50 else 0.005
+        assert from_bf16[task] == pytest.approx(float(expected[task][0]), abs=bf16_tol), task

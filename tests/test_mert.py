@@ -264,15 +264,53 @@ def test_valid_frame_pooling_ignores_padding():
     assert rel_diff(encoder.encode(zeros, np.array([2 * SR])), a) > 1e-3
 
 
-def test_reference_compat_is_fp32_and_pools_the_padded_segment():
-    arch = tiny()
-    model = build_model(arch, seed=4)
+def _padded_batch() -> tuple[np.ndarray, np.ndarray]:
     audio = noise(3, 2 * SR)
     audio[2, SR:] = 0  # a zero-padded last segment
-    encoder = MertEncoder(model, arch, "random", device="cpu", precision="bf16", compat="reference")
+    return audio, np.array([2 * SR, 2 * SR, SR])
+
+
+def test_reference_compat_fast_path_pools_the_padded_segment_like_hubert_model():
+    """fp32 compat on the fast path, three segments per forward == plain HubertModel run on each
+    whole padded segment (all frames pooled, the padding included)."""
+    arch = tiny()
+    model = build_model(arch, seed=4)
+    audio, lengths = _padded_batch()
+    encoder = MertEncoder(
+        model, arch, "random", device="cpu", precision="fp32", compat="reference", batch_size=3
+    )
     assert encoder.precision == "fp32" and encoder.describe()["compat"] == "reference"
+    assert [len(rows) for rows in encoder._batches(np.full(3, 2 * SR))] == [3]
     expected = plain_pooled(model, torch.from_numpy(audio), torch.full((3,), 2 * SR))
-    assert rel_diff(encoder.encode(audio, np.array([2 * SR, 2 * SR, SR])), expected) <= 1e-5
+    assert rel_diff(encoder.encode(audio, lengths), expected) <= 1e-5
+    # valid-frame pooling of the same rows differs: compat really pools the padding
+    valid_only = MertEncoder(model, arch, "random", device="cpu", precision="fp32")
+    assert rel_diff(valid_only.encode(audio, lengths), expected) > 1e-3
+
+
+def test_reference_compat_runs_at_bf16_close_to_fp32():
+    arch = tiny()
+    model = build_model(arch, seed=4)
+    audio, lengths = _padded_batch()
+    encoder = MertEncoder(model, arch, "random", device="cpu", precision="bf16", compat="reference")
+    assert encoder.precision == "bf16"
+    assert encoder.describe()["pooling"] == "all frames of the zero-padded segment"
+    expected = plain_pooled(model, torch.from_numpy(audio), torch.full((3,), 2 * SR))
+    got = encoder.encode(audio, lengths)
+    assert cosine(got, expected).min() >= 0.999
+    assert rel_diff(got, expected) > 0  # really computed in bf16
+
+
+def test_auto_never_picks_int8_for_reference_compat(monkeypatch):
+    monkeypatch.setattr(devices, "INT8_AUTO", True)
+    monkeypatch.setattr(devices, "cpu_has_fast_int8", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
+    arch = tiny()
+    model = build_model(arch, seed=4)
+    assert MertEncoder(model, arch, "random", device="cpu").precision == "int8"
+    assert MertEncoder(model, arch, "random", device="cpu", compat="reference").precision == "bf16"
+    asked = MertEncoder(model, arch, "random", device="cpu", precision="int8", compat="reference")
+    assert asked.precision == "int8"  # an explicit choice is honoured
 
 
 def test_store_level_reference_vector_equals_the_reference_loop():
@@ -299,7 +337,7 @@ def test_store_level_reference_vector_equals_the_reference_loop():
             vectors.append(conv(stacked)[0, 0])
     expected = torch.stack(vectors).mean(0).numpy()
 
-    encoder = MertEncoder(model, arch, "random", device="cpu", compat="reference")
+    encoder = MertEncoder(model, arch, "random", device="cpu", precision="fp32", compat="reference")
     per_segment = encoder.encode(padded, np.full(n_segments, segment))
     got = reference_vector(per_segment.mean(axis=0))
     assert rel_diff(got, expected) <= 1e-5

@@ -101,7 +101,8 @@ def test_a_store_embedded_with_other_segments_is_refused_in_one_line(
 
 
 @pytest.mark.parametrize(
-    "bad", [{"batch_size": 0}, {"mc_samples": -1}, {"max_seconds": 0}, {"device": "gpu"}]
+    "bad",
+    [{"batch_size": 0}, {"mc_samples": -1}, {"max_seconds": 0}, {"device": "gpu"}, {"precision": "fp8"}],
 )
 def test_predict_config_validates_itself(bad):
     with pytest.raises(ConfigError):

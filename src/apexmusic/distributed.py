@@ -245,14 +245,24 @@ class _SpecEncoder:
     """A picklable factory: the encoder ``predict.build_embedder`` builds for a model's spec
     (checked against it by the one compatibility rule on every worker)."""
 
-    def __init__(self, spec: EmbeddingSpec, weights: str | None, device: str, max_seconds: float | None):
-        self.args = (spec, weights, device, max_seconds)
+    def __init__(
+        self,
+        spec: EmbeddingSpec,
+        weights: str | None,
+        device: str,
+        max_seconds: float | None,
+        precision: str = "auto",
+    ):
+        self.args = (spec, weights, device, max_seconds, precision)
 
     def __call__(self) -> Encoder:
         from apexmusic.predict import build_embedder
 
-        spec, weights, device, max_seconds = self.args
-        return build_embedder(spec, weights=weights, device=device, max_seconds=max_seconds).encoder
+        spec, weights, device, max_seconds, precision = self.args
+        embedder = build_embedder(
+            spec, weights=weights, device=device, max_seconds=max_seconds, precision=precision
+        )
+        return embedder.encoder
 
 
 def predict_inputs_ray(
@@ -298,7 +308,7 @@ def _predict_run(run: Any, model_dir, config, on_progress, settings: RaySettings
     predictor = config.load_predictor(model_dir)
     embedder = predictor.embedder
     make_encoder = _SpecEncoder(
-        predictor.model.encoder_spec, config.weights, config.device, config.max_seconds
+        predictor.model.encoder_spec, config.weights, config.device, config.max_seconds, config.precision
     )
     plan = plan_resources(settings)
     info = EncoderInfo(

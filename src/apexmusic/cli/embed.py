@@ -47,7 +47,12 @@ def _add_embed(sub):
         help="the encoder's arithmetic; auto: bf16 where the hardware runs it natively, else fp32; "
         "int8: MERT on CPU only",
     )
-    p.add_argument("--compat", choices=("reference",), default=None, help="reproduce the published pipeline")
+    p.add_argument(
+        "--compat",
+        choices=("reference",),
+        default=None,
+        help="compute what the published pipeline computes (with --precision fp32: its arithmetic too)",
+    )
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
     p.add_argument(
         "--ray-address",

@@ -16,6 +16,7 @@ from apexmusic.cli.common import (
     _progress_bar,
     _run_on_ray,
 )
+from apexmusic.devices import PRECISIONS
 
 if TYPE_CHECKING:
     from apexmusic.predict import PredictReport, StoreScoreReport
@@ -104,6 +105,13 @@ def _add_predict(sub):
         default=None,
         help="songs per model call and output flush (default 8; 65536 rows with --embeddings)",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="encoder precision (auto: bf16 where the CPU/GPU runs it natively, never int8 for a "
+        "reference-compat model; fp32: the published pipeline's arithmetic, to float32 rounding)",
+    )
     p.add_argument("--mc-samples", type=int, default=16, help="MC-dropout samples for uncertainty (0: off)")
     p.add_argument(
         "--max-seconds", type=float, default=None, help="fail songs longer than this (default: no limit)"
@@ -153,6 +161,7 @@ def _cmd_predict(args) -> int:
     config = PredictConfig(
         weights=args.weights,
         device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size or 8,
         mc_samples=args.mc_samples,
         resume=args.resume,

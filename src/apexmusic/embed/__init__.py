@@ -19,9 +19,9 @@ The stages, one module each:
 
 Reference compatibility (``compat="reference"``): the published pipeline's audio path
 (``SegmentConfig.for_reference()``: libsndfile decoding, torchaudio's sinc resampler, 30 s
-segments with every non-empty tail kept, zero-padded and counted as full), fp32, plain mean
-over segments; the encoder gets ``compat="reference"`` and pools what the published pipeline
-pools.
+segments with every non-empty tail kept, zero-padded and counted as full), plain mean over
+segments; the encoder gets ``compat="reference"`` and pools what the published pipeline pools,
+at the run's precision (``fp32`` for the published arithmetic too).
 """
 
 from apexmusic.embed.assembly import SongAssembler, SongParts

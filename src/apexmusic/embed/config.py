@@ -28,7 +28,7 @@ class EmbedConfig:
     batch_size: int | None = None  # None: the encoder's default_batch_size
     device: str = "auto"
     precision: str = "auto"
-    compat: str | None = None  # "reference": the published pipeline, bit for bit in spirit
+    compat: str | None = None  # "reference": what the published pipeline computes (any precision)
     workers: int | None = None  # decoder processes; None: cores - 1 (at most 8); 0: in-process
     resume: bool = False
     max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer songs fail with a content error
@@ -51,8 +51,6 @@ class EmbedConfig:
         if self.compat == REFERENCE:
             if self.segment_seconds != 30.0 or self.hop_seconds not in (None, 30.0):
                 raise ConfigError("--compat reference uses 30 s segments without overlap")
-            if self.precision not in ("auto", "fp32"):
-                raise ConfigError("--compat reference runs in fp32")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
@@ -112,15 +110,13 @@ class EmbedReport:
 
 
 def build_encoder(config: EmbedConfig) -> Encoder:
-    """Load the encoder a config names (reference compat forces fp32 and tells the encoder)."""
+    """Load the encoder a config names (telling it about reference compat)."""
     config.validate()
     options = dict(config.encoder_options)
-    precision = config.precision
     if config.compat == REFERENCE:
         options["compat"] = REFERENCE
-        precision = "fp32"
     return load_encoder(
-        config.encoder, weights=config.weights, device=config.device, precision=precision, **options
+        config.encoder, weights=config.weights, device=config.device, precision=config.precision, **options
     )
 
 

@@ -25,9 +25,10 @@ Precision: ``fp32`` (exact), ``bf16``, ``fp16`` (CUDA), ``int8`` (CPU: int8 GEMM
 front end and every linear, weights per output channel, activations per token; attention, norms
 and pooling in bf16 where the CPU has it, else fp32; see ``mert_int8``).
 
-Options (``**opts``): ``compat="reference"`` (fp32, rows pooled over all frames of the
-zero-padded segment, as the published pipeline does), ``fast=True`` (the matmul path of
-``mert_fast``; ``False`` runs HubertModel itself, one segment per forward),
+Options (``**opts``): ``compat="reference"`` (rows pooled over all frames of the zero-padded
+segment, as the published pipeline does; at the precision asked for, ``auto`` never int8),
+``fast=True`` (the matmul path of ``mert_fast``; ``False`` runs HubertModel itself, one
+segment per forward),
 ``batch_seconds`` (audio per forward; default 30 s on CPU, 1920 s on CUDA), ``batch_size``
 (segments per forward, overrides ``batch_seconds``), ``compile`` / ``compile_backend`` /
 ``compile_mode`` (``torch.compile`` the transformer, off by default), ``seed`` (random init).
@@ -121,14 +122,11 @@ class MertEncoder(EncoderBase):
         self.dim = arch.hidden_size
         self.compat = compat
         self.device = resolve_device(device)
-        self.precision = (
-            "fp32" if compat == "reference" else resolve_precision(precision, self.device, int8=fast)
+        # Compat fixes what is computed, not the arithmetic: it runs at the precision asked for.
+        # ``auto`` never picks int8 for it (int8 is not checked against the published scores).
+        self.precision = resolve_precision(
+            precision, self.device, int8=fast and (compat is None or precision == "int8")
         )
-        if compat == "reference" and precision not in ("auto", "fp32"):
-            log.warning(
-                "compat='reference' runs in fp32 (as the published pipeline); ignoring precision=%s",
-                precision,
-            )
         self.fast = fast
         self.min_samples = receptive_field(arch.conv_kernel, arch.conv_stride)
         # A batch is trimmed to its longest row (so a lone row needs no attention mask), rounded

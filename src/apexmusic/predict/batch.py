@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from apexmusic.devices import PRECISIONS
 from apexmusic.errors import ConfigError
 from apexmusic.predict.predictor import DEFAULT_MC_SAMPLES, Predictor
 from apexmusic.predict.results import Prediction
@@ -40,6 +41,7 @@ class PredictConfig:
 
     weights: str | None = None  # encoder weights overriding the model's recorded source
     device: str = "auto"
+    precision: str = "auto"  # the encoder's; fp32 reproduces the published pipeline bit for bit
     batch_size: int = 8  # songs per model call and per output flush
     mc_samples: int = DEFAULT_MC_SAMPLES
     resume: bool = False
@@ -55,6 +57,8 @@ class PredictConfig:
             raise ConfigError(f"max_seconds must be positive, got {self.max_seconds}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"unknown device {self.device!r}; use auto, cpu or cuda[:N]")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def load_predictor(self, model_dir: str | Path) -> Predictor:
         """The Predictor for ``model_dir`` under these settings."""
@@ -62,6 +66,7 @@ class PredictConfig:
             model_dir,
             weights=self.weights,
             device=self.device,
+            precision=self.precision,
             mc_samples=self.mc_samples,
             max_seconds=self.max_seconds,
         )

@@ -86,18 +86,23 @@ class Predictor:
         device: str = "auto",
         mc_samples: int = DEFAULT_MC_SAMPLES,
         max_seconds: float | None = None,
+        precision: str = "auto",
     ) -> Predictor:
         """Load ``model_dir`` (a folder, or a hub id such as ``amaai-lab/apex``) and the encoder
         named by its ``encoder_spec``.
 
         ``weights`` overrides the encoder weights recorded in the spec (for example a local
         MERT folder when the spec names a hub id). ``max_seconds`` rejects longer songs.
+        ``precision`` is the encoder's (``auto``: the fastest the device runs natively, never
+        int8 for a reference-compat model; ``fp32``: the published pipeline's arithmetic).
         """
         from apexmusic.model import ModelDir
 
         folder = ModelDir.resolve(model_dir)
         model = folder.load(device=device)
-        embedder = build_embedder(model, weights=weights, device=device, max_seconds=max_seconds)
+        embedder = build_embedder(
+            model, weights=weights, device=device, max_seconds=max_seconds, precision=precision
+        )
         predictor = cls(
             model, embedder, mc_samples=mc_samples, comparator=folder.comparator(), max_seconds=max_seconds
         )
@@ -325,13 +330,19 @@ def _head_threads(n_rows: int) -> Iterator[None]:
 
 
 def build_embedder(
-    model: Any, weights: str | None = None, device: str = "auto", max_seconds: float | None = None
+    model: Any,
+    weights: str | None = None,
+    device: str = "auto",
+    max_seconds: float | None = None,
+    precision: str = "auto",
 ) -> Any:
     """The ``SongEmbedder`` that reproduces ``model``'s training embeddings from its spec.
 
     ``model`` is a ScoringModel (or its :class:`EmbeddingSpec`). The embedder's own spec must
     pass :func:`~apexmusic.store.check_compatible` against the model's: different weights
-    values are refused, a weights fingerprint unknown on one side is only a warning.
+    values are refused, a weights fingerprint unknown on one side is only a warning, and so is
+    a precision other than the model's training vectors' (an fp32-trained head scores bf16
+    vectors; the spec records the precision used).
     """
     from apexmusic.embed import EmbedConfig, SongEmbedder, spec_for
     from apexmusic.store import check_compatible
@@ -345,6 +356,7 @@ def build_embedder(
         segment_seconds=spec.segment_seconds,
         hop_seconds=spec.hop_seconds,
         device=device,
+        precision=precision,
         compat=spec.compat,
         max_seconds=max_seconds,
         workers=0,
