@@ -140,8 +140,14 @@ def _run_on_ray(engine_function: str, *positional, args, on_progress):
     )
 
 
-def _add_ray_sizing_args(p) -> None:
-    """Flags of the Ray engine: the encoder actor pool."""
+def _add_engine_args(p) -> None:
+    """Where the work runs: here, or on a Ray cluster and with which encoder actor pool."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
+    )
     p.add_argument(
         "--ray-concurrency",
         type=int,

@@ -10,7 +10,7 @@ from apexmusic.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_USAGE,
-    _add_ray_sizing_args,
+    _add_engine_args,
     _print_failures,
     _progress_bar,
     _run_on_ray,
@@ -53,13 +53,7 @@ def _add_embed(sub):
         default=None,
         help="compute what the published pipeline computes (with --precision fp32: its arithmetic too)",
     )
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
-    )
-    _add_ray_sizing_args(p)
+    _add_engine_args(p)
     p.add_argument("--resume", action="store_true", help="continue a store: skip songs already in it")
     p.add_argument(
         "--workers",

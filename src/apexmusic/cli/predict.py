@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from apexmusic.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
-    _add_ray_sizing_args,
+    _add_engine_args,
     _error,
     _print_failures,
     _progress_bar,
@@ -91,13 +91,7 @@ def _add_predict(sub):
     _add_model_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .jsonl, .csv or .parquet")
     p.add_argument("--embeddings", metavar="STORE", help="score this embedding store instead of audio")
-    p.add_argument("--engine", choices=("local", "ray"), default="local", help="run here or on a Ray cluster")
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        help="Ray cluster address (--engine ray; default: $RAY_ADDRESS, else a local instance)",
-    )
-    _add_ray_sizing_args(p)
+    _add_engine_args(p)
     p.add_argument("--resume", action="store_true", help="skip ids already in --out and append")
     p.add_argument(
         "--batch-size",
