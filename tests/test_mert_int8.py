@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_mert import cosine, tiny
+from test_mert import cosine, real_excerpts, tiny
 
 from apexmusic import devices
 from apexmusic.compat import reference_vector
@@ -95,17 +95,7 @@ def head_scores(head: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
 def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files):
     """Per-layer cosine >= 0.999 to the fp32 plain model on excerpts of the seven real songs, and a
     reference-format head scores the int8 vectors within 0.25 (0-100) and 0.01 (1-5) points."""
-    from apexmusic.audio import SegmentConfig, iter_segments
-
-    excerpts = []
-    for path in real_audio_files:
-        stream = iter_segments(path, SR, SegmentConfig(segment_seconds=3.0))
-        for _ in range(8):  # skip intros: the ninth 3 s piece (24-27 s)
-            segment = next(stream)
-        excerpts.append(segment.audio[: segment.valid])
-    audio = np.stack(excerpts)
-    lengths = np.array([audio.shape[1]] * len(excerpts))
-    lengths[0] -= 20000  # one shorter row: bucketing and masking in int8 too
+    audio, lengths = real_excerpts(real_audio_files)  # one shorter row: masking in int8 too
     arch = tiny(layers=12)  # the reference layers 2, 5, 8, 12 exist
     model = build_model(arch, seed=6)
     expected = plain_pooled(model, torch.from_numpy(audio), torch.from_numpy(lengths))

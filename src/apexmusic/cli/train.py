@@ -164,21 +164,27 @@ def _add_train(sub):
     p.set_defaults(handler=_cmd_train)
 
 
-def _cmd_train(args) -> int:
+def _training_data(args, tasks, with_segments: bool):
+    """The labelled store that `train` and `grid` read, as their shared flags describe it."""
     from apexmusic.data import load_dataset
+
+    return load_dataset(
+        args.embeddings,
+        args.labels,
+        tasks,
+        args.preset,
+        _popularity_config(args),
+        with_segments=with_segments,
+        strict=args.strict,
+    )
+
+
+def _cmd_train(args) -> int:
     from apexmusic.paths import output_dir
     from apexmusic.train import save_training_outputs, train
 
     config = _train_config(args)
-    dataset = load_dataset(
-        args.embeddings,
-        args.labels,
-        config.tasks,
-        args.preset,
-        _popularity_config(args),
-        with_segments=config.mode == "segment",
-        strict=args.strict,
-    )
+    dataset = _training_data(args, config.tasks, with_segments=config.mode == "segment")
     print(
         f"{len(dataset)} labelled songs ({dataset.n_unlabelled} without labels skipped, "
         f"{dataset.n_missing_songs} label rows without a song)",
@@ -284,19 +290,10 @@ def _add_grid(sub):
 
 
 def _cmd_grid(args) -> int:
-    from apexmusic.data import load_dataset
     from apexmusic.grid import run_grid
 
     base = _train_config(args)
-    dataset = load_dataset(
-        args.embeddings,
-        args.labels,
-        base.tasks,
-        args.preset,
-        _popularity_config(args),
-        with_segments=True,
-        strict=args.strict,
-    )
+    dataset = _training_data(args, base.tasks, with_segments=True)  # both modes run
     with _progress_bar(24, "grid", unit="condition") as bar:
         rows = run_grid(
             dataset, base, args.out, on_progress=lambda done, total, row: bar.update(1), workers=args.workers
