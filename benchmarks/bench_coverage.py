@@ -4,7 +4,8 @@ On the demo's cached corpus and handcrafted-encoder store, trains the demo's mul
 the five training styles once per seed (the seed draws the split, the folds and initialises the
 networks) and records, per task at 90 %: the split-conformal intervals' coverage on the test
 split (what training fits), and the demo's cross-conformal intervals' coverage on the same test
-songs and out of fold; and how many of the seven tasks land in 85–95 % for each.
+songs, out of fold, and on all held-out songs pooled (test + out of fold: what the demo
+reports); and how many of the seven tasks land in 85–95 % for each.
 
 Run: ``flock /tmp/apexmusic-bench.lock python benchmarks/bench_coverage.py --out DIR``
 (``DIR`` an ``apexmusic demo`` folder, or empty: the corpus is generated and embedded first).
@@ -52,12 +53,14 @@ def main() -> None:
             ("split_test", split_iv.coverage),
             ("cross_test", cross_iv.coverage),
             ("cross_cv", cross_iv.cv_coverage),
+            ("cross_heldout", {t: c for t, (c, _) in cross_iv.heldout_coverage().items()}),
         ):
             cov = [values[t] for t in ALL_TASKS]
             run[name] = dict(zip(ALL_TASKS, np.round(cov, 3).tolist(), strict=True))
             run[f"{name}_in_85_95"] = int(sum(0.85 <= c <= 0.95 for c in cov))
             run[f"{name}_min_max"] = [round(min(cov), 3), round(max(cov), 3)]
         run["n_cv"] = cross_iv.n_cv["coherence"]
+        run["n_heldout"] = cross_iv.heldout_coverage()["coherence"][1]
         run["half_width_split_vs_cross"] = {
             t: [round(split_iv.half_width[t], 3), round(cross_iv.half_width[t], 3)] for t in ALL_TASKS
         }

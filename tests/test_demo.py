@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    code = main(["-q", "demo", "--out", str(out), "--songs", "144", "--epochs", "60", "--bootstrap", "200"])
+    code = main(["-q", "demo", "--out", str(out)])  # the demo a user runs: its defaults, 600 songs
     assert code == 0
     return out
 
@@ -165,6 +165,7 @@ def test_demo_report_is_self_contained_with_its_pictures(demo_dir):
     assert "http://" not in page and "https://" not in page  # no external assets
     assert "not</b> predictions for real songs" in page
     assert "coverage, out of fold" in page and "cross-conformal" in page
+    assert "coverage, all held-out songs" in page
 
 
 def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir, summary, tmp_path):
@@ -176,15 +177,15 @@ def test_demo_model_flags_real_songs_and_keeps_simulated_ones_in_domain(demo_dir
 
     trust = load_trust(demo_dir / "model")
     assert trust.served() == ALL_TASKS
-    coverage = summary["trust"]["intervals"]["coverage_test"]
-    # About 18 test songs here: a 90 % interval's coverage has a binomial sd of 7 points at this
-    # size. The full-size demo's per-task 85-95 % is measured by benchmarks/bench_trust.py.
-    assert all(0.7 <= c <= 1.0 for c in coverage.values()), coverage
-    # cross-conformal: every training + validation song calibrates and is checked out of fold
     intervals = summary["trust"]["intervals"]
     assert "cross-conformal" in intervals["method"] and set(intervals["n_cv"].values()) == {len_pool(summary)}
-    assert all(0.75 <= c <= 1.0 for c in intervals["coverage_cv"].values()), intervals["coverage_cv"]
-    assert trust.domain.measured["rate"] <= 0.1
+    n_test = summary["training"]["multi_task"]["split_sizes"]["test"]
+    # Every held-out song: the test split, and each training/validation song out of fold. At
+    # 375 songs a calibrated 90 % interval's coverage has a binomial sd of 1.5 points.
+    assert set(intervals["n_heldout"].values()) == {len_pool(summary) + n_test}
+    assert all(0.85 <= c <= 0.95 for c in intervals["coverage_heldout"].values()), intervals
+    assert all(0.7 <= c <= 1.0 for c in intervals["coverage_test"].values()), intervals  # 75 songs: sd 3.5
+    assert trust.domain.measured["rate"] <= 0.05
     real_dir = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-audio"
     embed_inputs(resolve_inputs([str(real_dir)]), tmp_path / "real", EmbedConfig(encoder="handcrafted"))
     real = EmbeddingStore.open(tmp_path / "real").load()
@@ -241,3 +242,13 @@ def test_every_demo_report_figure_fits_its_labels_and_legends(demo_dir, tmp_path
     figures = report_figures(demo_dir, tmp_path / "report.html", monkeypatch)
     assert len(figures) >= 7  # scatter, metric bars x2, mean predictor, ablation, training, arena, styles
     assert [p for fig in figures for p in layout_problems(fig)] == []
+
+
+def test_demo_prints_the_held_out_coverage(summary):
+    from apexmusic.cli.demo import _demo_trust_lines
+
+    line = _demo_trust_lines(summary["trust"])[0]
+    held = summary["trust"]["intervals"]["coverage_heldout"].values()
+    n = len_pool(summary) + summary["training"]["multi_task"]["split_sizes"]["test"]
+    figure = f"{100 * min(held):.1f}-{100 * max(held):.1f}%"
+    assert line.startswith(f"90% intervals cover {figure} of {n} held-out songs per task")

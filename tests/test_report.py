@@ -102,3 +102,17 @@ def test_every_figure_fits_its_labels_and_legends(eval_dir, tmp_path, monkeypatc
     figures = report_figures(eval_dir[0], tmp_path / "report.html", monkeypatch)
     assert len(figures) == 3  # metric bars, training curves, arena
     assert [p for fig in figures for p in layout_problems(fig)] == []
+
+
+def test_report_of_a_trained_model_shows_its_trust_statistics(aesthetics_only_model, tmp_path):
+    trust = json.loads((aesthetics_only_model / "trust.json").read_text())
+    page = write_report(aesthetics_only_model.parent, tmp_path / "r.html").read_text()
+    assert "<h2>Scores you can trust</h2>" in page
+    iv = trust["intervals"]
+    for task in ("coherence", "clarity"):  # the table shows trust.json's measured coverage
+        assert f"{100 * iv['coverage_heldout'][task]:.1f}% (n={iv['n_heldout'][task]})" in page
+    assert page.count("not served") == 2  # streams and likes: no labels, no score
+    # split-conformal: the held-out songs are the test split
+    assert iv["coverage_heldout"] == iv["coverage_test"]
+    section = page.split("<h2>Scores you can trust</h2>")[1].split("<h2>")[0]
+    assert [img[:4] for img in _images(section)] == [b"\x89PNG"]  # the coverage picture

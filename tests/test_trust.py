@@ -104,6 +104,44 @@ def test_cross_conformal_calibrates_on_every_out_of_fold_residual():
     assert again.cv_coverage == iv.cv_coverage and again.method == iv.method and again.n_cv == iv.n_cv
 
 
+def test_held_out_coverage_pools_the_test_split_and_the_out_of_fold_songs():
+    from apexmusic.trust import fit_cross_conformal, measure
+
+    rng = np.random.default_rng(8)
+    tasks = ("score_streams", "coherence")
+    y = np.column_stack([rng.uniform(10, 90, 300), rng.uniform(1.5, 4.5, 300)])
+    oof = y + rng.normal(0, [8.0, 0.4], size=y.shape)
+    fold = np.arange(300) % 5
+    iv = fit_cross_conformal(tasks, y, oof, fold, level=0.9)
+    y_test = np.column_stack([rng.uniform(10, 90, 80), rng.uniform(1.5, 4.5, 80)])
+    y_test[:20, 1] = np.nan
+    pred_test = y_test + rng.normal(0, [12.0, 0.4], size=y_test.shape)  # a worse test model
+    measure(iv, tasks, y_test, pred_test)
+    pooled = iv.heldout_coverage()
+    for i, task in enumerate(tasks):
+        r = np.abs(y[:, i] - oof[:, i])
+        cv_hits = sum(int((r[fold == k] <= conformal_quantile(r[fold != k], 0.9)).sum()) for k in range(5))
+        ok = np.isfinite(y_test[:, i])
+        lo, hi = iv.bounds(task, pred_test[ok, i])
+        test_hits = int(((y_test[ok, i] >= lo) & (y_test[ok, i] <= hi)).sum())
+        assert pooled[task] == pytest.approx(((cv_hits + test_hits) / (300 + ok.sum()), 300 + ok.sum()))
+    assert pooled["coherence"][1] == 360
+    assert pooled["score_streams"][0] < iv.cv_coverage["score_streams"]  # the worse test model shows
+    written = iv.to_dict()
+    assert written["coverage_heldout"]["coherence"] == pytest.approx(pooled["coherence"][0])
+    assert written["n_heldout"] == {"score_streams": 380, "coherence": 360}
+
+
+def test_held_out_coverage_of_split_conformal_is_the_test_split():
+    from apexmusic.trust import fit_intervals, measure
+
+    rng = np.random.default_rng(9)
+    y = rng.uniform(1, 5, (120, 1))
+    iv = fit_intervals(("clarity",), y[:60], y[:60] + rng.normal(0, 0.3, (60, 1)))
+    measure(iv, ("clarity",), y[60:], y[60:] + rng.normal(0, 0.3, (60, 1)))
+    assert iv.heldout_coverage() == {"clarity": (iv.coverage["clarity"], 60)}
+
+
 # ---- domain ----------------------------------------------------------------------------------
 
 

@@ -117,13 +117,7 @@ def _demo_trust_lines(trust: dict | None) -> list[str]:
     if not trust:
         return []
     iv = trust["intervals"]
-    cover = [c for c in iv["coverage_test"].values() if c is not None]
-    lines = [
-        f"{100 * iv['level']:.0f}% intervals cover {100 * min(cover):.0f}-{100 * max(cover):.0f}% "
-        "of test songs per task"
-        if cover
-        else "intervals: no labelled test songs to measure them on"
-    ]
+    lines = [_coverage_line(iv)]
     domain = trust.get("domain") or {}
     if domain.get("measured_test"):
         held = domain.get("heldout_styles_flagged")
@@ -132,6 +126,27 @@ def _demo_trust_lines(trust: dict | None) -> list[str]:
             + ("" if held is None else f", {100 * held:.0f}% of held-out-style songs")
         )
     return lines
+
+
+def _coverage_line(iv: dict) -> str:
+    """The intervals' measured coverage per task on every held-out song (test split, plus the
+    out-of-fold training and validation songs of cross-conformal calibration)."""
+    held = [c for c in iv.get("coverage_heldout", iv["coverage_test"]).values() if c is not None]
+    if not held:
+        return "intervals: no labelled held-out songs to measure them on"
+    n = max(iv.get("n_heldout", iv["n_test"]).values())
+    line = (
+        f"{100 * iv['level']:.0f}% intervals cover {100 * min(held):.1f}-{100 * max(held):.1f}% "
+        f"of {n} held-out songs per task"
+    )
+    test = [c for c in iv["coverage_test"].values() if c is not None]
+    if iv.get("coverage_cv") and test:
+        n_cv, n_test = max(iv["n_cv"].values()), max(iv["n_test"].values())
+        line += (
+            f" ({n_cv} out of fold; the {n_test} test songs alone "
+            f"{100 * min(test):.0f}-{100 * max(test):.0f}%)"
+        )
+    return line
 
 
 COMMANDS = (_add_demo,)

@@ -127,7 +127,14 @@ def trust_lines(trust: Trust | None, tasks: tuple[str, ...]) -> list[str]:
         lines.append(f"| {task} | {shown[status]} | {counts} | {width} | {coverage} |")
     if iv.cv_coverage:
         shown_cv = ", ".join(f"{t} {c:.1%}" for t, c in iv.cv_coverage.items() if c is not None)
-        lines += ["", f"- Coverage out of fold ({max(iv.n_cv.values(), default=0)} songs): {shown_cv}."]
+        heldout = iv.heldout_coverage()
+        shown_all = ", ".join(f"{t} {c:.1%}" for t, (c, _) in heldout.items() if c is not None)
+        n_all = max((n for _, n in heldout.values()), default=0)
+        lines += [
+            "",
+            f"- Coverage out of fold ({max(iv.n_cv.values(), default=0)} songs): {shown_cv}.",
+            f"- Coverage on all {n_all} held-out songs (test and out of fold): {shown_all}.",
+        ]
     lines.append("")
     dom = trust.domain
     if dom is None or dom.threshold is None:

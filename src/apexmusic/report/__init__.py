@@ -7,6 +7,8 @@ and draws a section for each:
   comparisons, per-style breakdown, encoder comparison, and the framing of simulated data;
 - ``predictions.csv``: predicted vs true scatter per task;
 - ``metrics.json`` (``apexmusic evaluate``, also ``model/eval/``): metric bars with intervals;
+- ``trust.json`` (a model directory, or ``model/`` of a training run): served tasks, interval
+  coverage on the held-out songs with a picture, the domain alarm;
 - ``logs/*.jsonl`` or ``*.jsonl`` training logs: loss and validation-Spearman curves;
 - ``arena/arena_metrics.json`` or ``arena_metrics.json``: arena accuracy with intervals, with
   and without aesthetic scores.
@@ -30,7 +32,6 @@ from apexmusic.report.demo_sections import (
     _metric_bars_from_summary,
     _per_style_section,
     _popularity_section,
-    _trust_section,
 )
 from apexmusic.report.reading import _first, _is_training_log, _read_json
 from apexmusic.report.sections import (
@@ -40,6 +41,7 @@ from apexmusic.report.sections import (
     _scatter_section,
     _training_section,
 )
+from apexmusic.report.trust_section import _trust_section
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
@@ -96,6 +98,7 @@ def _sections(source: Path) -> list[str]:
         if metrics_file:
             parts.append(_metric_bars_section(_read_json(metrics_file), metrics_file.parent.name))
             parts.append(_per_platform_section(_read_json(metrics_file.parent / "per_platform.json")))
+        parts.append(_trust_section(_read_json(_first(source, ["trust.json", "model/trust.json"]))))
     logs = sorted(source.glob("logs/*.jsonl")) + sorted(source.glob("*.jsonl"))
     logs = [p for p in logs if _is_training_log(p)]
     if logs:

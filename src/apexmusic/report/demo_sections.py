@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 
 import numpy as np
 
@@ -80,56 +79,6 @@ def _metric_bars_from_summary(summary: dict) -> str:
     return (
         "<h2>Metric bars</h2>" + _img(_bars_with_ci(groups, "spearman")) + _img(_bars_with_ci(groups, "r2"))
     )
-
-
-def _trust_section(trust: dict | None) -> str:
-    """Which scores are served, their calibrated intervals' measured coverage, the domain alarm."""
-    if not trust:
-        return ""
-    basis, iv, domain = trust["basis"], trust["intervals"], trust.get("domain")
-    level = iv["level"]
-    cv = iv.get("coverage_cv") or {}
-    rows = []
-    for task, b in basis["tasks"].items():
-        q = iv["half_width"].get(task)
-        cov = iv["coverage_test"].get(task)
-        row = [
-            TASKS[task].label,
-            basis["status"][task].replace("_", " "),
-            f"{b['n_train']} / {b['n_val']} / {b['n_test']}",
-            "whole range" if q is None else f"± {q:.3g}",
-            "–" if cov is None else f"{100 * cov:.0f}% (n={iv['n_test'].get(task)})",
-        ]
-        if cv:
-            c = cv.get(task)
-            row.append("–" if c is None else f"{100 * c:.1f}% (n={iv['n_cv'].get(task)})")
-        rows.append(row + [_num(iv["mean_width_test"].get(task))])
-    header = ["task", "status", "labelled songs train / val / test", f"{100 * level:.0f}% interval"]
-    header += ["coverage, test songs"] + (["coverage, out of fold"] if cv else []) + ["mean width, test"]
-    table = _table(header, rows)
-    method = iv.get("method", "split-conformal on the validation split")
-    text = (
-        f"<p class='muted'>Intervals at {100 * level:.0f}%: {html.escape(method)}. Coverage is measured on "
-        "test songs no fit saw"
-        + (
-            ", and out of fold on every training and validation song (each against the half-width "
-            "of the other folds)"
-            if cv
-            else ""
-        )
-        + f". A task needs {basis['min_train']} labelled training and {basis['min_heldout']} "
-        "held-out songs to be served."
-    )
-    if domain and domain.get("threshold") is not None:
-        measured = domain.get("measured_test") or {}
-        text += (
-            f" Domain alarm: distance threshold {domain['threshold']:.3g} for a "
-            f"{100 * domain['false_alarm_rate']:.0f}% false-alarm rate; it flags "
-            f"{100 * measured.get('rate', math.nan):.1f}% of test songs"
-        )
-        held = domain.get("heldout_styles_flagged")
-        text += "." if held is None else f" and {100 * held:.0f}% of songs from the held-out styles."
-    return "<h2>Scores you can trust</h2>" + table + text + "</p>"
 
 
 def _baseline_section(summary: dict) -> str:

@@ -69,7 +69,24 @@ class Intervals:
             out[task] = {"lo": float(lo[0]) if scalar else lo, "hi": float(hi[0]) if scalar else hi}
         return out
 
+    def heldout_coverage(self) -> dict[str, tuple[float | None, int]]:
+        """Per task ``(coverage, n)`` over every held-out song measured: the test split, plus for
+        cross-conformal intervals each training/validation song out of fold. Both kinds were
+        scored by a network that never trained on them, against a half-width fitted without
+        them, so they pool; the pooled count is what makes a per-task figure tight."""
+        out = {}
+        for task in self.half_width:
+            parts = [
+                (self.coverage.get(task), self.n_test.get(task, 0)),
+                (self.cv_coverage.get(task), self.n_cv.get(task, 0)),
+            ]
+            parts = [(c, n) for c, n in parts if c is not None and n > 0]
+            n = sum(n for _, n in parts)
+            out[task] = (sum(c * n for c, n in parts) / n if n else None, n)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
+        heldout = self.heldout_coverage()
         return {
             "method": self.method,
             "level": self.level,
@@ -79,6 +96,8 @@ class Intervals:
             "mean_width_test": self.mean_width,
             "n_test": self.n_test,
             **({"coverage_cv": self.cv_coverage, "n_cv": self.n_cv} if self.cv_coverage else {}),
+            "coverage_heldout": {t: c for t, (c, _) in heldout.items()},
+            "n_heldout": {t: n for t, (_, n) in heldout.items()},
         }
 
     @classmethod
