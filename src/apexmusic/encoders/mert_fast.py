@@ -120,6 +120,13 @@ class _GroupNorm:
     eps: float
 
 
+# Under int8, the conv layers before this one stay in the compute dtype. Conv 0 (one input
+# channel, ten taps) is too thin for int8; convs 1-3 are the longest GEMMs (72k, 36k and 18k rows
+# per 30 s) over overlapping windows, and quantising those windows (every frame read 1.5 times)
+# cost more than their int8 GEMMs saved (measured on an AMX Xeon: docs/embedding-speed.md).
+INT8_FIRST_CONV = 4
+
+
 class FastMert:
     """Pooled hidden states of a MERT model, computed fast from its weights.
 
@@ -127,7 +134,10 @@ class FastMert:
     ``mert_weights.load_weights`` returns them, or ``HubertModel.state_dict()``); ``arch`` is the
     ``MertArch`` (or any object with the same fields, e.g. a HubertConfig). Weights are converted
     to ``dtype`` once (in float32 the given tensors are reused, read-only). With ``int8=True``
-    the linears and convs 2-7 run as int8 GEMMs (``mert_int8``); everything else in ``dtype``.
+    the linears and conv layers ``INT8_FIRST_CONV``.. (counting from 0) run as int8 GEMMs
+    (``mert_int8``), each transformer layer, the projection and those convs under
+    ``torch.compile`` where a compiler works (the quantisation and epilogues fuse only there);
+    everything else in ``dtype``.
     """
 
     def __init__(
@@ -155,6 +165,7 @@ class FastMert:
         if int8 and self.device.type != "cpu":
             raise ValueError("int8 MERT runs on CPU only")
         self.int8 = int8
+        self._compile = compile
         self._fuse = (
             self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
         )
@@ -164,6 +175,12 @@ class FastMert:
             self._prepare_transformer(arch)
         del self._state
         self._transformer = self._transformer_eager
+        if int8 and not compile:
+            from apexmusic.encoders.mert_int8 import compiled
+
+            # int8 pays only with its quantisation and epilogues fused: one compiled layer,
+            # shared by all layers (their weights are arguments, not constants).
+            self._layer = compiled(self._layer)
         if compile:
             self._transformer = torch.compile(
                 self._transformer_eager, backend=compile_backend, mode=compile_mode, dynamic=True
@@ -182,11 +199,11 @@ class FastMert:
     def _norm(self, prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor, float]:
         return (self._to(self._get(prefix + ".weight")), self._to(self._get(prefix + ".bias")), eps)
 
-    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None, compile_call: bool = False) -> Any:
         if self.int8:
             from apexmusic.encoders.mert_int8 import Int8Dense
 
-            return Int8Dense(weight, bias, out_dtype=self.dtype)
+            return Int8Dense(weight, bias, out_dtype=self.dtype, compile=compile_call)
         return _Dense(self._to(weight), self._to(bias), self._fuse)
 
     def _prepare_feature_extractor(self, arch: Any) -> tuple[list[_ConvLayer], _GroupNorm | None]:
@@ -212,11 +229,10 @@ class FastMert:
                     beta64=self._get(prefix + "layer_norm.bias").to(self.device, torch.float64),
                     eps=1e-5,  # nn.GroupNorm's default eps
                 )
-            # conv 0 (one input channel, ten taps) is too thin for int8 to pay: kept in dtype.
             dense = (
-                _Dense(self._to(weight), self._to(conv_bias), self._fuse)
-                if index == 0
-                else self._dense(weight, conv_bias)
+                self._dense(weight, conv_bias, compile_call=True)
+                if index >= INT8_FIRST_CONV
+                else _Dense(self._to(weight), self._to(conv_bias), self._fuse)
             )
             convs.append(
                 _ConvLayer(
@@ -233,7 +249,9 @@ class FastMert:
             else None
         )
         self._proj = self._dense(
-            self._get("feature_projection.projection.weight"), self._get("feature_projection.projection.bias")
+            self._get("feature_projection.projection.weight"),
+            self._get("feature_projection.projection.bias"),
+            compile_call=not self._compile,
         )
         pos = "encoder.pos_conv_embed.conv."
         # Materialise the weight-norm parametrisation (norm over all dims but the last) in float32.
