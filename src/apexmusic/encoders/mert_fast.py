@@ -72,23 +72,46 @@ class _Dense:
     On CPU in bf16 this is one oneDNN call with a pre-packed weight and bias + GELU fused into
     the matmul (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor's CPU backend
     emits); elsewhere, and whenever that op is missing, plain ``F.linear`` + ``F.gelu``.
+    ``opaque=True`` routes the oneDNN call through a custom op that ``torch.compile`` leaves
+    alone (inductor would otherwise re-lower it around a weight it cannot treat as constant).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool, opaque: bool = False
+    ) -> None:
         self.weight, self.bias = weight, bias
         self.packed = None
+        self.opaque = opaque
         if fuse and _fused_linear_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
             self.weight = None  # the packed copy is the only one needed
+            if opaque:
+                _register_opaque_linear()
 
     def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         if self.packed is not None:
-            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
-            return torch.ops.mkldnn._linear_pointwise(
-                x.contiguous(), self.packed, self.bias, attr, [], algorithm
-            )
+            if self.opaque:
+                return torch.ops.apexmusic.fused_linear(x.contiguous(), self.packed, self.bias, gelu)
+            return _fused_linear(x.contiguous(), self.packed, self.bias, gelu)
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if gelu else y
+
+
+def _fused_linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, gelu: bool
+) -> torch.Tensor:
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
+
+
+@functools.cache
+def _register_opaque_linear() -> None:
+    """``apexmusic::fused_linear``: ``_fused_linear`` as an op ``torch.compile`` does not look into."""
+    op = torch.library.custom_op("apexmusic::fused_linear", _fused_linear, mutates_args=())
+
+    @op.register_fake
+    def _shape(x, packed, bias, gelu):
+        return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
 @functools.cache
@@ -277,8 +300,14 @@ class FastMert:
                     "qkv": self._dense(qkv_w, qkv_b),
                     "out": self._dense(self._get(a + "out_proj.weight"), self._get(a + "out_proj.bias")),
                     "ln1": self._norm(p + "layer_norm", eps),
-                    "ff1": self._dense(
-                        self._get(ff + "intermediate_dense.weight"), self._get(ff + "intermediate_dense.bias")
+                    # Under int8 too, ff1 stays in dtype: oneDNN fuses its bias and GELU, while
+                    # int8 would need them (after the per-token scale) plus the quantisation of
+                    # the 3072-wide output outside the GEMM, which cost more than int8 saves.
+                    "ff1": _Dense(
+                        self._to(self._get(ff + "intermediate_dense.weight")),
+                        self._to(self._get(ff + "intermediate_dense.bias")),
+                        self._fuse,
+                        opaque=self.int8,
                     ),
                     "ff2": self._dense(
                         self._get(ff + "output_dense.weight"), self._get(ff + "output_dense.bias")
