@@ -59,6 +59,44 @@ def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
         assert (got - expected)[..., quiet].abs().max() <= 0.02 * expected[..., quiet].abs().max()
 
 
+def _failing_compile(fn, **kwargs):
+    def run(*args, **kw):
+        raise RuntimeError("no C++ compiler here")
+
+    return run
+
+
+def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
+    monkeypatch.setattr(mert_int8.torch, "compile", _failing_compile)
+    calls = []
+
+    def double(x):
+        calls.append(x)
+        return 2 * x
+
+    fn = mert_int8.compiled(double)
+    assert fn(3) == 6 and fn(4) == 8
+    assert calls == [3, 4]
+    assert sum("int8 runs eagerly" in r.message for r in caplog.records) == 1  # logged once
+
+
+def test_int8_engine_same_numbers_compiled_and_eager(monkeypatch, caplog):
+    """The compiled int8 layers (fused quantisation and epilogues) and the eager fallback agree;
+    the compiled engine is what the real-song fidelity test below checks against fp32."""
+    arch = tiny()
+    model = build_model(arch, seed=3)
+    audio = np.random.default_rng(0).standard_normal((2, SR)).astype(np.float32) * 0.2
+    lengths = np.array([SR, SR // 2])
+    compiled = MertEncoder(model, arch, "random", device="cpu", precision="int8").encode(audio, lengths)
+    monkeypatch.setattr(mert_int8.torch, "compile", _failing_compile)
+    monkeypatch.setattr(mert_int8, "_compiled_dense", mert_int8.compiled(Int8Dense.forward))
+    eager = MertEncoder(model, arch, "random", device="cpu", precision="int8").encode(audio, lengths)
+    # both compiled regions (the transformer layer, the int8 convs) fell back
+    assert sum("int8 runs eagerly" in r.message for r in caplog.records) == 2
+    assert cosine(compiled, eager).min() >= 0.9999
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=0.02 * np.abs(eager).max())
+
+
 def reference_format_head(dim: int, seed: int = 0) -> torch.nn.Module:
     """The published head's layout (trunk Linear-BatchNorm-GELU x2, one 3-block branch per task)
     with random weights and non-trivial BatchNorm statistics (running mean ~ N(0, 0.5), running
