@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_mert import cosine, real_excerpts, tiny
+from torch._inductor.exc import InductorError
 
 from apexmusic import devices
 from apexmusic.compat import reference_vector
@@ -60,8 +61,10 @@ def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
 
 
 def _failing_compile(fn, **kwargs):
+    """A torch.compile whose compiled function fails the way inductor does without a compiler."""
+
     def run(*args, **kw):
-        raise RuntimeError("no C++ compiler here")
+        raise InductorError(RuntimeError("No working C++ compiler found"), None)
 
     return run
 
@@ -78,6 +81,20 @@ def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
     assert fn(3) == 6 and fn(4) == 8
     assert calls == [3, 4]
     assert sum("int8 runs eagerly" in r.message for r in caplog.records) == 1  # logged once
+
+
+def test_compiled_does_not_swallow_errors_of_the_code_itself(monkeypatch):
+    def bad_input(fn, **kwargs):
+        def run(*args, **kw):
+            raise ValueError("frames must be positive")
+
+        return run
+
+    monkeypatch.setattr(mert_int8.torch, "compile", bad_input)
+    fn = mert_int8.compiled(lambda x: x)
+    for _ in range(2):  # raised every time: the compiled path is not given up for it
+        with pytest.raises(ValueError, match="frames"):
+            fn(1)
 
 
 def test_int8_engine_same_numbers_compiled_and_eager(monkeypatch, caplog):

@@ -147,8 +147,8 @@ class Int8Dense:
 def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` under ``torch.compile`` (inductor, dynamic shapes), compiled lazily on first call.
 
-    Where compiling fails (no C++ compiler, an inductor error) the failure is logged once and
-    ``fn`` runs eagerly from then on: same numbers, only slower.
+    Where compiling fails (no C++ compiler, an inductor error: a ``TorchDynamoException``) the
+    failure is logged once and ``fn`` runs eagerly from then on: same numbers, only slower.
     """
     return _LazyCompiled(fn)
 
@@ -162,7 +162,7 @@ class _LazyCompiled:
         if self._compiled is not None:
             try:
                 return self._compiled(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
+            except torch._dynamo.exc.TorchDynamoException as error:  # e.g. no working C++ compiler
                 logger.warning("torch.compile failed (%s); int8 runs eagerly, slower", error)
                 self._compiled = None
         return self.fn(*args, **kwargs)
