@@ -37,9 +37,10 @@ def test_quantize_rows_is_symmetric_per_row_and_within_half_a_step():
     assert scale[0] < scale[1] / 50  # per row, not per tensor
 
 
+@pytest.mark.parametrize("compile", [False, True])  # eager, and the fused torch.compile path
 @pytest.mark.parametrize("kernel", ["onednn", "int_mm"])
 @pytest.mark.parametrize("rows", [5, 40])  # _int_mm needs > 16 rows: the short case is padded
-def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
+def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows, compile):
     if kernel == "int_mm":
         monkeypatch.setattr(mert_int8, "onednn_qlinear_available", lambda: False)
     elif not mert_int8.onednn_qlinear_available():
@@ -49,7 +50,7 @@ def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
     weight[7] *= 30.0  # a loud output channel: per-channel scales keep the others precise
     bias = torch.randn(48, generator=generator)
     x = torch.randn(2, rows, 64, generator=generator)
-    dense = Int8Dense(weight, bias, out_dtype=torch.float32)
+    dense = Int8Dense(weight, bias, out_dtype=torch.float32, compile=compile)
     assert dense.kernel == kernel
     for gelu in (False, True):
         expected = F.linear(x, weight, bias)
