@@ -37,7 +37,8 @@ def test_quantize_rows_is_symmetric_per_row_and_within_half_a_step():
     assert scale[0] < scale[1] / 50  # per row, not per tensor
 
 
-@pytest.mark.parametrize("compile", [False, True])  # eager, and the fused torch.compile path
+# eager, and the fused torch.compile path (slow: a process's first compile is ~10 s, cold cache)
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kernel", ["onednn", "int_mm"])
 @pytest.mark.parametrize("rows", [5, 40])  # _int_mm needs > 16 rows: the short case is padded
 def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows, compile):
@@ -98,6 +99,7 @@ def test_compiled_does_not_swallow_errors_of_the_code_itself(monkeypatch):
             fn(1)
 
 
+@pytest.mark.slow  # ~11 s with a cold inductor cache: compiles a tiny engine's layers
 def test_int8_engine_same_numbers_compiled_and_eager(monkeypatch, caplog):
     """The compiled int8 layers (fused quantisation and epilogues) and the eager fallback agree;
     the compiled engine is what the real-song fidelity test below checks against fp32."""
