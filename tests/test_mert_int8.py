@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_mert import cosine, real_excerpts, tiny
+from torch._inductor.exc import InductorError
 
 from apexmusic import devices
 from apexmusic.compat import reference_vector
@@ -36,9 +37,11 @@ def test_quantize_rows_is_symmetric_per_row_and_within_half_a_step():
     assert scale[0] < scale[1] / 50  # per row, not per tensor
 
 
+# eager, and the fused torch.compile path (slow: a process's first compile is ~10 s, cold cache)
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kernel", ["onednn", "int_mm"])
 @pytest.mark.parametrize("rows", [5, 40])  # _int_mm needs > 16 rows: the short case is padded
-def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
+def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows, compile):
     if kernel == "int_mm":
         monkeypatch.setattr(mert_int8, "onednn_qlinear_available", lambda: False)
     elif not mert_int8.onednn_qlinear_available():
@@ -48,7 +51,7 @@ def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
     weight[7] *= 30.0  # a loud output channel: per-channel scales keep the others precise
     bias = torch.randn(48, generator=generator)
     x = torch.randn(2, rows, 64, generator=generator)
-    dense = Int8Dense(weight, bias, out_dtype=torch.float32)
+    dense = Int8Dense(weight, bias, out_dtype=torch.float32, compile=compile)
     assert dense.kernel == kernel
     for gelu in (False, True):
         expected = F.linear(x, weight, bias)
@@ -57,6 +60,61 @@ def test_int8_dense_matches_float_linear(monkeypatch, kernel, rows):
         assert got.shape == expected.shape and got.dtype == torch.float32
         quiet = [c for c in range(48) if c != 7]
         assert (got - expected)[..., quiet].abs().max() <= 0.02 * expected[..., quiet].abs().max()
+
+
+def _failing_compile(fn, **kwargs):
+    """A torch.compile whose compiled function fails the way inductor does without a compiler."""
+
+    def run(*args, **kw):
+        raise InductorError(RuntimeError("No working C++ compiler found"), None)
+
+    return run
+
+
+def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch, caplog):
+    monkeypatch.setattr(mert_int8.torch, "compile", _failing_compile)
+    calls = []
+
+    def double(x):
+        calls.append(x)
+        return 2 * x
+
+    fn = mert_int8.compiled(double)
+    assert fn(3) == 6 and fn(4) == 8
+    assert calls == [3, 4]
+    assert sum("int8 runs eagerly" in r.message for r in caplog.records) == 1  # logged once
+
+
+def test_compiled_does_not_swallow_errors_of_the_code_itself(monkeypatch):
+    def bad_input(fn, **kwargs):
+        def run(*args, **kw):
+            raise ValueError("frames must be positive")
+
+        return run
+
+    monkeypatch.setattr(mert_int8.torch, "compile", bad_input)
+    fn = mert_int8.compiled(lambda x: x)
+    for _ in range(2):  # raised every time: the compiled path is not given up for it
+        with pytest.raises(ValueError, match="frames"):
+            fn(1)
+
+
+@pytest.mark.slow  # ~11 s with a cold inductor cache: compiles a tiny engine's layers
+def test_int8_engine_same_numbers_compiled_and_eager(monkeypatch, caplog):
+    """The compiled int8 layers (fused quantisation and epilogues) and the eager fallback agree;
+    the compiled engine is what the real-song fidelity test below checks against fp32."""
+    arch = tiny()
+    model = build_model(arch, seed=3)
+    audio = np.random.default_rng(0).standard_normal((2, SR)).astype(np.float32) * 0.2
+    lengths = np.array([SR, SR // 2])
+    compiled = MertEncoder(model, arch, "random", device="cpu", precision="int8").encode(audio, lengths)
+    monkeypatch.setattr(mert_int8.torch, "compile", _failing_compile)
+    monkeypatch.setattr(mert_int8, "_compiled_dense", mert_int8.compiled(Int8Dense.forward))
+    eager = MertEncoder(model, arch, "random", device="cpu", precision="int8").encode(audio, lengths)
+    # both compiled regions (the transformer layer, the int8 convs) fell back
+    assert sum("int8 runs eagerly" in r.message for r in caplog.records) == 2
+    assert cosine(compiled, eager).min() >= 0.9999
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=0.02 * np.abs(eager).max())
 
 
 def reference_format_head(dim: int, seed: int = 0) -> torch.nn.Module:

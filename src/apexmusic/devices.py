@@ -21,8 +21,9 @@ from apexmusic.errors import ConfigError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 # int8 is chosen by ``auto`` on CPUs with int8 dot-product instructions only when this is True.
-# On the AMX machine it was measured on, int8 MERT ran slower than bf16 (the dynamic per-token
-# quantisation passes cost more than the faster GEMMs save), so it stays opt-in.
+# On the AMX machine it was measured on, int8 MERT (quantisation fused by torch.compile) runs
+# level with bf16, pays ~6 s of compilation per process and needs a C++ compiler to be fast, so
+# it stays opt-in (docs/embedding-speed.md).
 INT8_AUTO = False
 
 

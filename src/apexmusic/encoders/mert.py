@@ -21,8 +21,8 @@ layer, each time-averaged over the segment's valid frames (frames whose receptiv
 in the valid samples; the count follows from the conv arithmetic). For the 330M the last
 state is the final-layer-normed one, as in the transformers 4.x code MERT was published with.
 
-Precision: ``fp32`` (exact), ``bf16``, ``fp16`` (CUDA), ``int8`` (CPU: int8 GEMMs for the conv
-front end and every linear, weights per output channel, activations per token; attention, norms
+Precision: ``fp32`` (exact), ``bf16``, ``fp16`` (CUDA), ``int8`` (CPU: int8 GEMMs for the last
+three front-end convs and every linear, weights per output channel, activations per token; attention, norms
 and pooling in bf16 where the CPU has it, else fp32; see ``mert_int8``).
 
 Options (``**opts``): ``compat="reference"`` (rows pooled over all frames of the zero-padded

@@ -72,23 +72,46 @@ class _Dense:
     On CPU in bf16 this is one oneDNN call with a pre-packed weight and bias + GELU fused into
     the matmul (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor's CPU backend
     emits); elsewhere, and whenever that op is missing, plain ``F.linear`` + ``F.gelu``.
+    ``opaque=True`` routes the oneDNN call through a custom op that ``torch.compile`` leaves
+    alone (inductor would otherwise re-lower it around a weight it cannot treat as constant).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, fuse: bool, opaque: bool = False
+    ) -> None:
         self.weight, self.bias = weight, bias
         self.packed = None
+        self.opaque = opaque
         if fuse and _fused_linear_works(weight.dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
             self.weight = None  # the packed copy is the only one needed
+            if opaque:
+                _register_opaque_linear()
 
     def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         if self.packed is not None:
-            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
-            return torch.ops.mkldnn._linear_pointwise(
-                x.contiguous(), self.packed, self.bias, attr, [], algorithm
-            )
+            if self.opaque:
+                return torch.ops.apexmusic.fused_linear(x.contiguous(), self.packed, self.bias, gelu)
+            return _fused_linear(x.contiguous(), self.packed, self.bias, gelu)
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if gelu else y
+
+
+def _fused_linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, gelu: bool
+) -> torch.Tensor:
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
+
+
+@functools.cache
+def _register_opaque_linear() -> None:
+    """``apexmusic::fused_linear``: ``_fused_linear`` as an op ``torch.compile`` does not look into."""
+    op = torch.library.custom_op("apexmusic::fused_linear", _fused_linear, mutates_args=())
+
+    @op.register_fake
+    def _shape(x, packed, bias, gelu):
+        return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
 @functools.cache
@@ -120,6 +143,13 @@ class _GroupNorm:
     eps: float
 
 
+# Under int8, the conv layers before this one stay in the compute dtype. Conv 0 (one input
+# channel, ten taps) is too thin for int8; convs 1-3 are the longest GEMMs (72k, 36k and 18k rows
+# per 30 s) over overlapping windows, and quantising those windows (every frame read 1.5 times)
+# cost more than their int8 GEMMs saved (measured on an AMX Xeon: docs/embedding-speed.md).
+INT8_FIRST_CONV = 4
+
+
 class FastMert:
     """Pooled hidden states of a MERT model, computed fast from its weights.
 
@@ -127,7 +157,10 @@ class FastMert:
     ``mert_weights.load_weights`` returns them, or ``HubertModel.state_dict()``); ``arch`` is the
     ``MertArch`` (or any object with the same fields, e.g. a HubertConfig). Weights are converted
     to ``dtype`` once (in float32 the given tensors are reused, read-only). With ``int8=True``
-    the linears and convs 2-7 run as int8 GEMMs (``mert_int8``); everything else in ``dtype``.
+    the linears and conv layers ``INT8_FIRST_CONV``.. (counting from 0) run as int8 GEMMs
+    (``mert_int8``), each transformer layer, the projection and those convs under
+    ``torch.compile`` where a compiler works (the quantisation and epilogues fuse only there);
+    everything else in ``dtype``.
     """
 
     def __init__(
@@ -155,6 +188,7 @@ class FastMert:
         if int8 and self.device.type != "cpu":
             raise ValueError("int8 MERT runs on CPU only")
         self.int8 = int8
+        self._compile = compile
         self._fuse = (
             self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
         )
@@ -164,6 +198,12 @@ class FastMert:
             self._prepare_transformer(arch)
         del self._state
         self._transformer = self._transformer_eager
+        if int8 and not compile:
+            from apexmusic.encoders.mert_int8 import compiled
+
+            # int8 pays only with its quantisation and epilogues fused: one compiled layer,
+            # shared by all layers (their weights are arguments, not constants).
+            self._layer = compiled(self._layer)
         if compile:
             self._transformer = torch.compile(
                 self._transformer_eager, backend=compile_backend, mode=compile_mode, dynamic=True
@@ -182,11 +222,11 @@ class FastMert:
     def _norm(self, prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor, float]:
         return (self._to(self._get(prefix + ".weight")), self._to(self._get(prefix + ".bias")), eps)
 
-    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    def _dense(self, weight: torch.Tensor, bias: torch.Tensor | None, compile_call: bool = False) -> Any:
         if self.int8:
             from apexmusic.encoders.mert_int8 import Int8Dense
 
-            return Int8Dense(weight, bias, out_dtype=self.dtype)
+            return Int8Dense(weight, bias, out_dtype=self.dtype, compile=compile_call)
         return _Dense(self._to(weight), self._to(bias), self._fuse)
 
     def _prepare_feature_extractor(self, arch: Any) -> tuple[list[_ConvLayer], _GroupNorm | None]:
@@ -212,11 +252,10 @@ class FastMert:
                     beta64=self._get(prefix + "layer_norm.bias").to(self.device, torch.float64),
                     eps=1e-5,  # nn.GroupNorm's default eps
                 )
-            # conv 0 (one input channel, ten taps) is too thin for int8 to pay: kept in dtype.
             dense = (
-                _Dense(self._to(weight), self._to(conv_bias), self._fuse)
-                if index == 0
-                else self._dense(weight, conv_bias)
+                self._dense(weight, conv_bias, compile_call=True)
+                if index >= INT8_FIRST_CONV
+                else _Dense(self._to(weight), self._to(conv_bias), self._fuse)
             )
             convs.append(
                 _ConvLayer(
@@ -233,7 +272,9 @@ class FastMert:
             else None
         )
         self._proj = self._dense(
-            self._get("feature_projection.projection.weight"), self._get("feature_projection.projection.bias")
+            self._get("feature_projection.projection.weight"),
+            self._get("feature_projection.projection.bias"),
+            compile_call=not self._compile,
         )
         pos = "encoder.pos_conv_embed.conv."
         # Materialise the weight-norm parametrisation (norm over all dims but the last) in float32.
@@ -259,8 +300,14 @@ class FastMert:
                     "qkv": self._dense(qkv_w, qkv_b),
                     "out": self._dense(self._get(a + "out_proj.weight"), self._get(a + "out_proj.bias")),
                     "ln1": self._norm(p + "layer_norm", eps),
-                    "ff1": self._dense(
-                        self._get(ff + "intermediate_dense.weight"), self._get(ff + "intermediate_dense.bias")
+                    # Under int8 too, ff1 stays in dtype: oneDNN fuses its bias and GELU, while
+                    # int8 would need them (after the per-token scale) plus the quantisation of
+                    # the 3072-wide output outside the GEMM, which cost more than int8 saves.
+                    "ff1": _Dense(
+                        self._to(self._get(ff + "intermediate_dense.weight")),
+                        self._to(self._get(ff + "intermediate_dense.bias")),
+                        self._fuse,
+                        opaque=self.int8,
                     ),
                     "ff2": self._dense(
                         self._get(ff + "output_dense.weight"), self._get(ff + "output_dense.bias")

@@ -7,7 +7,16 @@
   row's absolute maximum (dynamic: nothing is calibrated, so nothing can go stale);
 - ``y[m, n] = s_x[m] * (s_w[n] * sum_k xq[m, k] Wq[n, k]) + b[n]``: the int32 GEMM and the
   per-channel scale run in oneDNN (``onednn.qlinear_pointwise``: VNNI / AMX-INT8 kernels, output
-  in the compute dtype); the per-token scale and the bias follow in one ``addcmul``.
+  in the compute dtype); the per-token scale, the bias and the GELU follow in float32.
+
+oneDNN takes only one activation scale per GEMM, so the per-token scale cannot go into the
+kernel, and neither can the bias or the GELU behind it. Run eagerly, quantising (row maximum,
+scale, round, cast) and that epilogue are separate passes over the activation that cost several
+times the int8 GEMM they serve. Under ``torch.compile`` (``compiled()``; inductor's C++
+backend) they fuse with their neighbours: the quantisation into the layer norm or GELU that
+produces the activation, the epilogue into the residual add that consumes it. The GEMM is
+registered as an opaque op (``apexmusic::int8_gemm``) so that inductor leaves it to oneDNN.
+Without a working compiler everything runs eagerly, slower but with the same numbers.
 
 Where oneDNN's quantized linear is missing, ``torch._int_mm`` (int32 out) does the GEMM; rows
 are padded to 17 and dimensions must be multiples of 8, the kernel's limits.
@@ -16,11 +25,16 @@ are padded to 17 and dimensions must be multiples of 8, the kernel's limits.
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 QMAX = 127
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -39,15 +53,34 @@ def onednn_qlinear_available() -> bool:
         return False
 
 
+@torch.library.custom_op("apexmusic::int8_gemm", mutates_args=())
+def int8_gemm(
+    xq: torch.Tensor,
+    packed: torch.Tensor,
+    w_scale: torch.Tensor,
+    w_zero: torch.Tensor,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``s_w[n] * (xq @ Wq.T)`` in ``out_dtype``: oneDNN's quantized linear on a prepacked weight."""
+    return torch.ops.onednn.qlinear_pointwise(
+        xq, 1.0, 0, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
+    )
+
+
+@int8_gemm.register_fake
+def _int8_gemm_shape(xq, packed, w_scale, w_zero, out_dtype):
+    return xq.new_empty((xq.shape[0], w_scale.shape[0]), dtype=out_dtype)
+
+
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per row of a 2-D tensor: ``(xq int8 [m, k], scale float32 [m])``.
 
     ``xq = round(x / scale)`` with ``scale = max|x_row| / 127``. The maximum is exact in the
     input dtype; the division runs in float32 (type promotion, no float32 copy of ``x``).
     """
-    scale = torch.linalg.vector_norm(x, float("inf"), dim=1).float().clamp_min_(1e-12).div_(QMAX)
+    scale = torch.linalg.vector_norm(x, float("inf"), dim=1).float().clamp_min(1e-12) / QMAX
     scaled = torch.mul(x, scale.reciprocal()[:, None])  # float32 result, never in place on x
-    return scaled.round_().to(torch.int8), scale
+    return scaled.round().to(torch.int8), scale
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,15 +89,25 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Dense:
-    """``x @ weight.T + bias`` (optionally GELU) with int8 GEMMs; see the module docstring."""
+    """``x @ weight.T + bias`` (optionally GELU) with int8 GEMMs; see the module docstring.
+
+    With ``compile=True`` each call runs through one shared ``compiled()`` function (the
+    quantisation and the epilogue fused around the GEMM); leave it off where the caller
+    compiles a larger region that contains the call.
+    """
 
     def __init__(
-        self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype = torch.bfloat16
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_dtype: torch.dtype = torch.bfloat16,
+        compile: bool = False,
     ) -> None:
         wq, self.w_scale = quantize_weight(weight)
         self.out_features, self.in_features = wq.shape
         self.out_dtype = out_dtype
-        self.bias = None if bias is None else bias.detach().to(out_dtype).contiguous()
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.compile = compile
         if onednn_qlinear_available():
             self.kernel = "onednn"
             self.packed = torch.ops.onednn.qlinear_prepack(wq, None)
@@ -76,37 +119,53 @@ class Int8Dense:
             self.wq_t = wq.t()  # [k, n] as a column-major view of the row-major [n, k]
 
     def __call__(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        if self.compile:
+            return _compiled_dense(self, x, gelu)
+        return self.forward(x, gelu)
+
+    def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        """The eager computation (also what ``torch.compile`` traces)."""
         shape = x.shape
         xq, x_scale = quantize_rows(x.reshape(-1, self.in_features))
         if self.kernel == "onednn":
-            y = torch.ops.onednn.qlinear_pointwise(
-                xq,
-                1.0,
-                0,
-                self.packed,
-                self.w_scale,
-                self.w_zero,
-                None,
-                1.0,
-                0,
-                self.out_dtype,
-                "none",
-                [],
-                "",
-            )
-            y = (
-                torch.addcmul(self.bias, y, x_scale[:, None].to(self.out_dtype))
-                if self.bias is not None
-                else y * x_scale[:, None].to(self.out_dtype)
-            )
+            y = int8_gemm(xq, self.packed, self.w_scale, self.w_zero, self.out_dtype)
+            y = torch.mul(y, x_scale[:, None])  # float32
         else:
             y = self._int_mm(xq) * (x_scale[:, None] * self.w_scale)
-            y = (y if self.bias is None else y + self.bias.float()).to(self.out_dtype)
-        y = y.reshape(*shape[:-1], self.out_features)
-        return F.gelu(y) if gelu else y
+        if self.bias is not None:
+            y = y + self.bias
+        y = F.gelu(y) if gelu else y
+        return y.to(self.out_dtype).reshape(*shape[:-1], self.out_features)
 
     def _int_mm(self, xq: torch.Tensor) -> torch.Tensor:
         rows = xq.shape[0]
         if rows <= 16:  # the kernel needs more than 16 rows
             xq = F.pad(xq, (0, 0, 0, 17 - rows))
         return torch._int_mm(xq, self.wq_t)[:rows].float()
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under ``torch.compile`` (inductor, dynamic shapes), compiled lazily on first call.
+
+    Where compiling fails (no C++ compiler, an inductor error: a ``TorchDynamoException``) the
+    failure is logged once and ``fn`` runs eagerly from then on: same numbers, only slower.
+    """
+    return _LazyCompiled(fn)
+
+
+class _LazyCompiled:
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=True)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as error:  # e.g. no working C++ compiler
+                logger.warning("torch.compile failed (%s); int8 runs eagerly, slower", error)
+                self._compiled = None
+        return self.fn(*args, **kwargs)
+
+
+_compiled_dense = compiled(Int8Dense.forward)
