@@ -4,21 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-all}"
-if [[ "$extras" == *dev* ]] && ! command -v chromium >/dev/null 2>&1; then
-  # Debian's Chromium drives the web-page test (Playwright uses it, never a downloaded browser).
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
-  fi
-fi
-if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  # `--precision int8` compiles its fused quantisation kernels with torch.compile (inductor's C++
-  # backend); without a compiler it still runs, eagerly, at about 0.65x the speed of bf16.
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ python3-dev >/dev/null
-fi
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+packages=()
+# Debian's Chromium drives the web-page test (Playwright uses it, never a downloaded browser).
+[[ "$extras" == *dev* ]] && ! command -v chromium >/dev/null 2>&1 && packages+=(chromium)
+# `--precision int8` compiles its fused quantisation kernels with torch.compile (inductor's C++
+# backend); without a compiler it still runs, eagerly, at about 0.65x the speed of bf16.
+command -v g++ >/dev/null 2>&1 || packages+=(g++ python3-dev)
+[ ${#packages[@]} -eq 0 ] || apt_install "${packages[@]}"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
