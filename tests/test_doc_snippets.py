@@ -29,7 +29,6 @@ NOT_RUN: dict[tuple[str, int], tuple[str, set[str]]] = {
     ("docs/embedding-speed.md", 0): ("needs MERT weights at a placeholder path", {"segments", "lengths"}),
     ("docs/musicnn.md", 0): ("downloads the musicnn wheel", {"segments", "lengths", "audio_16k_mono"}),
     ("docs/scale.md", 0): ("starts a Ray cluster", set()),
-    ("docs/trust.md", 0): ("needs a model saved with trust statistics", {"song_layers"}),
 }
 # Inputs a snippet's text describes but does not build: given here, then the snippet runs.
 GIVEN: dict[tuple[str, int], dict[str, object]] = {
@@ -109,19 +108,41 @@ def _free_names(code: str) -> set[str]:
     return read - bound
 
 
+@pytest.fixture(scope="module")
+def trust_workdir(tmp_path_factory, aesthetics_only_model: Path) -> tuple[Path, np.ndarray]:
+    """``model/``: a model saved with trust statistics (trained without plays/likes); and the
+    real songs' layer vectors it is asked about."""
+    from apexmusic.store import EmbeddingStore
+
+    root = tmp_path_factory.mktemp("trust-snippet")
+    shutil.copytree(aesthetics_only_model, root / "model")
+    return root, EmbeddingStore.open(aesthetics_only_model.parent / "real-store").load().layers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("doc", "index", "code"), PYTHON, ids=[f"{d}#{i}" for d, i, _ in PYTHON])
-def test_python_snippet_runs_as_written(doc, index, code, workdir, monkeypatch):
+def test_python_snippet_runs_as_written(doc, index, code, workdir, request, monkeypatch):
     if (doc, index) in NOT_RUN:
         why, inputs = NOT_RUN[(doc, index)]
         assert _free_names(code) == inputs, f"{doc} snippet {index} uses undefined names"
         imports = [n for n in ast.parse(code).body if isinstance(n, ast.Import | ast.ImportFrom)]
         exec(compile(ast.Module(imports, []), f"{doc}#{index}", "exec"), {})
         pytest.skip(f"imports checked; not run: {why}")
-    monkeypatch.chdir(workdir)
     given = GIVEN.get((doc, index), {})
+    if doc == "docs/trust.md":
+        folder, song_layers = request.getfixturevalue("trust_workdir")
+        monkeypatch.chdir(folder)
+        given = {"song_layers": song_layers}
+    else:
+        monkeypatch.chdir(workdir)
     assert _free_names(code) == set(given), f"{doc} snippet {index} uses undefined names"
-    exec(compile(code, f"{doc}#{index}", "exec"), {"__name__": "__snippet__", **given})
+    names = {"__name__": "__snippet__", **given}
+    exec(compile(code, f"{doc}#{index}", "exec"), names)
+    if doc == "docs/trust.md":  # what the snippet's comment promises
+        row = names["row"]
+        assert row["scores"]["score_streams"] is None and row["scores"]["coherence"] is not None
+        assert row["level"] == 0.9 and set(row["intervals"]) == {t for t, v in row["scores"].items() if v is not None}
+        assert isinstance(row["in_domain"], bool) and row["domain_distance"] > 0
 
 
 def _cli_commands(code: str) -> list[list[str]]:
