@@ -141,7 +141,8 @@ def test_python_snippet_runs_as_written(doc, index, code, workdir, request, monk
     if doc == "docs/trust.md":  # what the snippet's comment promises
         row = names["row"]
         assert row["scores"]["score_streams"] is None and row["scores"]["coherence"] is not None
-        assert row["level"] == 0.9 and set(row["intervals"]) == {t for t, v in row["scores"].items() if v is not None}
+        served = {t for t, v in row["scores"].items() if v is not None}
+        assert row["level"] == 0.9 and set(row["intervals"]) == served
         assert isinstance(row["in_domain"], bool) and row["domain_distance"] > 0
 
 
