@@ -67,7 +67,13 @@ def measure_gemms(arch, rounds: int = 5) -> list[dict]:
     import torch
 
     from apexmusic.encoders.mert_fast import _Dense
-    from apexmusic.encoders.mert_int8 import Int8Dense, int8_gemm, onednn_qlinear_available, quantize_rows
+    from apexmusic.encoders.mert_int8 import (
+        ACT_ZERO,
+        Int8Dense,
+        int8_gemm,
+        onednn_qlinear_available,
+        quantize_rows,
+    )
 
     generator = torch.Generator().manual_seed(0)
     out = []
@@ -79,7 +85,7 @@ def measure_gemms(arch, rounds: int = 5) -> list[dict]:
         fns = {"bf16": lambda bf16=bf16, x=x, gelu=gelu: bf16(x, gelu=gelu)}
         if onednn_qlinear_available():
             int8 = Int8Dense(weight, bias)
-            xq, _ = quantize_rows(x)
+            xq, _ = quantize_rows(x, ACT_ZERO)
             fns["int8"] = lambda int8=int8, xq=xq: int8_gemm(
                 xq, int8.packed, int8.w_scale, int8.w_zero, torch.bfloat16
             )

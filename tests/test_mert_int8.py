@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +20,7 @@ from apexmusic.compat import reference_vector
 from apexmusic.devices import resolve_precision
 from apexmusic.encoders import mert_int8
 from apexmusic.encoders.mert import MertEncoder, build_model, plain_pooled
-from apexmusic.encoders.mert_int8 import Int8Dense, quantize_rows
+from apexmusic.encoders.mert_int8 import ACT_ZERO, Int8Dense, quantize_rows
 from apexmusic.errors import ConfigError
 
 SR = 24000
@@ -35,6 +40,40 @@ def test_quantize_rows_is_symmetric_per_row_and_within_half_a_step():
     assert (error <= scale[:, None] / 2 + 1e-6).all()
     assert (xq[4] == 0).all()
     assert scale[0] < scale[1] / 50  # per row, not per tensor
+
+
+def test_unsigned_rows_are_the_signed_ones_shifted_to_the_zero_point():
+    x = torch.randn(5, 33, generator=torch.Generator().manual_seed(2)).bfloat16()
+    xq, scale = quantize_rows(x)
+    xu, scale_u = quantize_rows(x, ACT_ZERO)
+    assert xu.dtype == torch.uint8 and int(xu.min()) >= 1
+    assert torch.equal(xu.to(torch.int16) - ACT_ZERO, xq.to(torch.int16)) and torch.equal(scale, scale_u)
+
+
+VNNI_WITHOUT_AMX = """
+import torch
+from apexmusic.encoders.mert_int8 import Int8Dense, onednn_qlinear_available
+assert onednn_qlinear_available()
+dense = Int8Dense(torch.randn(64, 256), torch.randn(64))
+out = dense(torch.randn(300, 256).bfloat16())
+assert out.shape == (300, 64)
+"""
+
+
+@pytest.mark.skipif(
+    not mert_int8.onednn_qlinear_available() or "avx512_vnni" not in Path("/proc/cpuinfo").read_text(),
+    reason="needs oneDNN's quantized linear and a CPU with AVX-512 VNNI",
+)
+def test_int8_gemm_takes_a_vnni_kernel_where_there_is_no_amx():
+    # oneDNN capped below AMX behaves as on a VNNI CPU without it (an AMD EPYC, a Cascade Lake):
+    # signed int8 sources fell back there to the reference kernel, about 1,000x slower.
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "ONEDNN_VERBOSE": "1"}
+    run = subprocess.run([sys.executable, "-c", VNNI_WITHOUT_AMX], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    matmuls = [line for line in run.stdout.splitlines() if ",exec,cpu,matmul," in line]
+    assert matmuls and all("src:u8" in m for m in matmuls), matmuls
+    assert not [m for m in matmuls if "ref" in m.split(",")[6]], matmuls
+    assert all("amx" not in m for m in matmuls), matmuls  # the cap held: this is the no-AMX case
 
 
 # eager, and the fused torch.compile path (slow: a process's first compile is ~10 s, cold cache)

@@ -4,7 +4,8 @@
 
 - ``W ~ s_w[n] * Wq[n, :]``: int8 per output channel, symmetric, computed once at load;
 - ``x ~ s_x[m] * xq[m, :]``: int8 per token (row), symmetric, computed on every call from the
-  row's absolute maximum (dynamic: nothing is calibrated, so nothing can go stale);
+  row's absolute maximum (dynamic: nothing is calibrated, so nothing can go stale); handed to
+  oneDNN as ``uint8`` at zero point 128 (see :data:`ACT_ZERO`);
 - ``y[m, n] = s_x[m] * (s_w[n] * sum_k xq[m, k] Wq[n, k]) + b[n]``: the int32 GEMM and the
   per-channel scale run in oneDNN (``onednn.qlinear_pointwise``: VNNI / AMX-INT8 kernels, output
   in the compute dtype); the per-token scale, the bias and the GELU follow in float32.
@@ -33,6 +34,11 @@ import torch
 import torch.nn.functional as F
 
 QMAX = 127
+# Activations reach oneDNN as uint8 with this zero point (int8 value + 128). Signed int8 sources
+# run on AMX, but on CPUs with VNNI and no AMX oneDNN has no fast kernel for them and falls back
+# to its reference one (``ref_int8``, ~1,000x slower); unsigned with a zero point takes the
+# VNNI brgemm kernel there and the AMX one where AMX exists, with the same integer result.
+ACT_ZERO = 128
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +49,10 @@ def onednn_qlinear_available() -> bool:
     try:
         weight = torch.ones(8, 8, dtype=torch.int8)
         packed = torch.ops.onednn.qlinear_prepack(weight, None)
-        x = torch.ones(2, 8, dtype=torch.int8)
+        x = torch.full((2, 8), ACT_ZERO + 1, dtype=torch.uint8)  # the value 1 at zero point 128
         scale, zero = torch.ones(8), torch.zeros(8, dtype=torch.int64)
         out = torch.ops.onednn.qlinear_pointwise(
-            x, 1.0, 0, packed, scale, zero, None, 1.0, 0, torch.float32, "none", [], ""
+            x, 1.0, ACT_ZERO, packed, scale, zero, None, 1.0, 0, torch.float32, "none", [], ""
         )
         return bool(torch.equal(out, torch.full((2, 8), 8.0)))
     except (AttributeError, RuntimeError):
@@ -55,32 +61,36 @@ def onednn_qlinear_available() -> bool:
 
 @torch.library.custom_op("apexmusic::int8_gemm", mutates_args=())
 def int8_gemm(
-    xq: torch.Tensor,
+    xu: torch.Tensor,
     packed: torch.Tensor,
     w_scale: torch.Tensor,
     w_zero: torch.Tensor,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``s_w[n] * (xq @ Wq.T)`` in ``out_dtype``: oneDNN's quantized linear on a prepacked weight."""
+    """``s_w[n] * ((xu - 128) @ Wq.T)`` in ``out_dtype``: oneDNN's quantized linear on a
+    prepacked weight, activations as ``uint8`` with zero point :data:`ACT_ZERO`."""
     return torch.ops.onednn.qlinear_pointwise(
-        xq, 1.0, 0, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
+        xu, 1.0, ACT_ZERO, packed, w_scale, w_zero, None, 1.0, 0, out_dtype, "none", [], ""
     )
 
 
 @int8_gemm.register_fake
-def _int8_gemm_shape(xq, packed, w_scale, w_zero, out_dtype):
-    return xq.new_empty((xq.shape[0], w_scale.shape[0]), dtype=out_dtype)
+def _int8_gemm_shape(xu, packed, w_scale, w_zero, out_dtype):
+    return xu.new_empty((xu.shape[0], w_scale.shape[0]), dtype=out_dtype)
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per row of a 2-D tensor: ``(xq int8 [m, k], scale float32 [m])``.
+def quantize_rows(x: torch.Tensor, zero: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 8-bit per row of a 2-D tensor: ``(xq [m, k], scale float32 [m])``.
 
-    ``xq = round(x / scale)`` with ``scale = max|x_row| / 127``. The maximum is exact in the
-    input dtype; the division runs in float32 (type promotion, no float32 copy of ``x``).
+    ``xq = round(x / scale) + zero`` with ``scale = max|x_row| / 127``: ``int8`` for ``zero=0``,
+    ``uint8`` for ``zero=ACT_ZERO`` (the same values shifted into 1..255). The maximum is exact
+    in the input dtype; the division runs in float32 (type promotion, no float32 copy of ``x``).
     """
     scale = torch.linalg.vector_norm(x, float("inf"), dim=1).float().clamp_min(1e-12) / QMAX
-    scaled = torch.mul(x, scale.reciprocal()[:, None])  # float32 result, never in place on x
-    return scaled.round().to(torch.int8), scale
+    scaled = torch.mul(x, scale.reciprocal()[:, None]).round()  # float32, never in place on x
+    if zero:
+        return (scaled + zero).to(torch.uint8), scale
+    return scaled.to(torch.int8), scale
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,8 +136,9 @@ class Int8Dense:
     def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         """The eager computation (also what ``torch.compile`` traces)."""
         shape = x.shape
-        xq, x_scale = quantize_rows(x.reshape(-1, self.in_features))
-        if self.kernel == "onednn":
+        onednn = self.kernel == "onednn"
+        xq, x_scale = quantize_rows(x.reshape(-1, self.in_features), ACT_ZERO if onednn else 0)
+        if onednn:
             y = int8_gemm(xq, self.packed, self.w_scale, self.w_zero, self.out_dtype)
             y = torch.mul(y, x_scale[:, None])  # float32
         else:
