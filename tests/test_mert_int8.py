@@ -18,7 +18,7 @@ from torch._inductor.exc import InductorError
 from apexmusic import devices
 from apexmusic.compat import reference_vector
 from apexmusic.devices import resolve_precision
-from apexmusic.encoders import mert_int8
+from apexmusic.encoders import mert_fast, mert_int8
 from apexmusic.encoders.mert import MertEncoder, build_model, plain_pooled
 from apexmusic.encoders.mert_int8 import ACT_ZERO, Int8Dense, quantize_rows
 from apexmusic.errors import ConfigError
@@ -189,9 +189,12 @@ def head_scores(head: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.slow  # ~6-18 s on 2 shared cores: a 12-layer model (the reference layers) in fp32 and int8
-def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files):
+@pytest.mark.parametrize("amx", [True, False], ids=["amx-plan", "vnni-plan"])
+def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files, amx, monkeypatch):
     """Per-layer cosine >= 0.999 to the fp32 plain model on excerpts of the seven real songs, and a
-    reference-format head scores the int8 vectors within 0.25 (0-100) and 0.01 (1-5) points."""
+    reference-format head scores the int8 vectors within 0.25 (0-100) and 0.01 (1-5) points; for
+    both plans (with AMX: ff1 and convs 1-3 in bf16; without: those in int8 too)."""
+    monkeypatch.setattr(mert_fast, "cpu_has_amx", lambda: amx)
     audio, lengths = real_excerpts(real_audio_files)  # one shorter row: masking in int8 too
     arch = tiny(layers=12)  # the reference layers 2, 5, 8, 12 exist
     model = build_model(arch, seed=6)
@@ -200,6 +203,10 @@ def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files):
     assert encoder.precision == "int8" and encoder.describe()["precision"] == "int8"
     got = encoder.encode(audio, lengths)
     assert cosine(got, expected).min() >= 0.999
+    engine = encoder._engine
+    int8_layers = [i for i, c in enumerate(engine._convs) if isinstance(c.dense, Int8Dense)]
+    assert int8_layers == list(range(mert_fast.INT8_FIRST_CONV["amx" if amx else "vnni"], len(engine._convs)))
+    assert isinstance(engine._layers[0]["ff1"], Int8Dense) is not amx
 
     fp32 = torch.from_numpy(np.stack([reference_vector(v) for v in expected]))
     int8 = torch.from_numpy(np.stack([reference_vector(v) for v in got]))
@@ -211,6 +218,18 @@ def test_int8_fast_path_matches_fp32_on_real_songs(real_audio_files):
     difference = (int8_scores - reference_scores).abs()
     assert difference[:, :2].max() <= 0.25
     assert difference[:, 2:].max() <= 0.01
+
+
+def test_amx_counts_only_where_onednn_may_use_it(monkeypatch):
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: "flags : avx512_vnni avx512_bf16 amx_bf16 amx_int8")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert devices.cpu_has_amx()
+    for cap, allowed in (("ALL", True), ("AVX512_CORE_AMX", True), ("avx512_core_bf16", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert devices.cpu_has_amx() is allowed, cap
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: "flags : avx512_vnni avx512_bf16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert not devices.cpu_has_amx()
 
 
 def test_int8_is_cpu_only_and_opt_in(monkeypatch):

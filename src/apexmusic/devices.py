@@ -13,6 +13,7 @@ picks it only where ``INT8_AUTO`` says so: the measured speed decides, not the i
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -43,6 +44,13 @@ def cpu_has_fast_bf16() -> bool:
 def cpu_has_fast_int8() -> bool:
     """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
     return bool(re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", _cpu_flags()))
+
+
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX-INT8 tiles that oneDNN may use: an ``ONEDNN_MAX_CPU_ISA`` below AMX
+    (e.g. ``AVX512_CORE_BF16``) makes oneDNN run as on a CPU without them, and so does this."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return bool(re.search(r"\bamx_int8\b", _cpu_flags())) and (cap == "ALL" or "AMX" in cap)
 
 
 def resolve_device(device: str) -> str:

@@ -38,6 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from apexmusic.devices import cpu_has_amx
+
 
 def conv_frame_counts(lengths: Any, kernels: Sequence[int], strides: Sequence[int]) -> list[Any]:
     """Valid frames after each conv layer for inputs of ``lengths`` samples (ints, arrays or tensors).
@@ -143,11 +145,14 @@ class _GroupNorm:
     eps: float
 
 
-# Under int8, the conv layers before this one stay in the compute dtype. Conv 0 (one input
-# channel, ten taps) is too thin for int8; convs 1-3 are the longest GEMMs (72k, 36k and 18k rows
-# per 30 s) over overlapping windows, and quantising those windows (every frame read 1.5 times)
-# cost more than their int8 GEMMs saved (measured on an AMX Xeon: docs/embedding-speed.md).
-INT8_FIRST_CONV = 4
+# Under int8 on CPUs with AMX, the conv layers before this one and every ff1 stay in the compute
+# dtype. There bf16 GEMMs run at ~60 % of the int8 rate, and convs 1-3 (the longest GEMMs, 72k,
+# 36k and 18k rows per 30 s, over overlapping windows: every frame quantised 1.5 times) and ff1
+# (bias + GELU fused into oneDNN's bf16 GEMM, a 3072-wide output to quantise in int8) cost more
+# in int8 than they save. Without AMX (VNNI int8 at 2-6x the bf16 rate) int8 pays for all of
+# them: every conv from 1 and ff1 run int8. Conv 0 (one input channel, ten taps) never does.
+# Measured on an AMX Xeon, with and without oneDNN capped below AMX: docs/embedding-speed.md.
+INT8_FIRST_CONV = {"amx": 4, "vnni": 1}
 
 
 class FastMert:
@@ -157,7 +162,8 @@ class FastMert:
     ``mert_weights.load_weights`` returns them, or ``HubertModel.state_dict()``); ``arch`` is the
     ``MertArch`` (or any object with the same fields, e.g. a HubertConfig). Weights are converted
     to ``dtype`` once (in float32 the given tensors are reused, read-only). With ``int8=True``
-    the linears and conv layers ``INT8_FIRST_CONV``.. (counting from 0) run as int8 GEMMs
+    the linears and conv layers from ``INT8_FIRST_CONV`` on (counting from 0; with AMX, ff1 too
+    stays in ``dtype``) run as int8 GEMMs
     (``mert_int8``), each transformer layer, the projection and those convs under
     ``torch.compile`` where a compiler works (the quantisation and epilogues fuse only there);
     everything else in ``dtype``.
@@ -188,6 +194,7 @@ class FastMert:
         if int8 and self.device.type != "cpu":
             raise ValueError("int8 MERT runs on CPU only")
         self.int8 = int8
+        self._amx = int8 and cpu_has_amx()
         self._compile = compile
         self._fuse = (
             self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
@@ -229,6 +236,13 @@ class FastMert:
             return Int8Dense(weight, bias, out_dtype=self.dtype, compile=compile_call)
         return _Dense(self._to(weight), self._to(bias), self._fuse)
 
+    def _dense_ff1(self, weight: torch.Tensor, bias: torch.Tensor) -> Any:
+        """ff1 is int8 only without AMX (see ``INT8_FIRST_CONV``); in dtype, under int8 it goes
+        through an op that the compiled layer around it leaves to oneDNN."""
+        if self.int8 and not self._amx:
+            return self._dense(weight, bias)
+        return _Dense(self._to(weight), self._to(bias), self._fuse, opaque=self.int8)
+
     def _prepare_feature_extractor(self, arch: Any) -> tuple[list[_ConvLayer], _GroupNorm | None]:
         convs: list[_ConvLayer] = []
         group_norm = None
@@ -254,7 +268,7 @@ class FastMert:
                 )
             dense = (
                 self._dense(weight, conv_bias, compile_call=True)
-                if index >= INT8_FIRST_CONV
+                if index >= INT8_FIRST_CONV["amx" if self._amx else "vnni"]
                 else _Dense(self._to(weight), self._to(conv_bias), self._fuse)
             )
             convs.append(
@@ -300,14 +314,8 @@ class FastMert:
                     "qkv": self._dense(qkv_w, qkv_b),
                     "out": self._dense(self._get(a + "out_proj.weight"), self._get(a + "out_proj.bias")),
                     "ln1": self._norm(p + "layer_norm", eps),
-                    # Under int8 too, ff1 stays in dtype: oneDNN fuses its bias and GELU, while
-                    # int8 would need them (after the per-token scale) plus the quantisation of
-                    # the 3072-wide output outside the GEMM, which cost more than int8 saves.
-                    "ff1": _Dense(
-                        self._to(self._get(ff + "intermediate_dense.weight")),
-                        self._to(self._get(ff + "intermediate_dense.bias")),
-                        self._fuse,
-                        opaque=self.int8,
+                    "ff1": self._dense_ff1(
+                        self._get(ff + "intermediate_dense.weight"), self._get(ff + "intermediate_dense.bias")
                     ),
                     "ff2": self._dense(
                         self._get(ff + "output_dense.weight"), self._get(ff + "output_dense.bias")
