@@ -22,9 +22,10 @@ from apexmusic.errors import ConfigError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 # int8 is chosen by ``auto`` on CPUs with int8 dot-product instructions only when this is True.
-# On the AMX machine it was measured on, int8 MERT (quantisation fused by torch.compile) runs
-# level with bf16, pays ~6 s of compilation per process and needs a C++ compiler to be fast, so
-# it stays opt-in (docs/embedding-speed.md).
+# int8 MERT compiles its fused kernels once per process (~8 s), which would break the start-up
+# of short jobs (a 1 s song in 10 s instead of 2 s); with AMX it runs level with bf16, without
+# AMX 2.4x faster. So it stays opt-in: ``--precision int8`` for long jobs without AMX
+# (docs/embedding-speed.md).
 INT8_AUTO = False
 
 
