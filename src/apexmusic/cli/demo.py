@@ -131,13 +131,15 @@ def _demo_trust_lines(trust: dict | None) -> list[str]:
 def _coverage_line(iv: dict) -> str:
     """The intervals' measured coverage per task on every held-out song (test split, plus the
     out-of-fold training and validation songs of cross-conformal calibration)."""
-    held = [c for c in iv.get("coverage_heldout", iv["coverage_test"]).values() if c is not None]
+    from apexmusic.trust import Intervals
+
+    pooled = Intervals.from_dict(iv).heldout_coverage().values()
+    held = [c for c, _ in pooled if c is not None]
     if not held:
         return "intervals: no labelled held-out songs to measure them on"
-    n = max(iv.get("n_heldout", iv["n_test"]).values())
     line = (
         f"{100 * iv['level']:.0f}% intervals cover {100 * min(held):.1f}-{100 * max(held):.1f}% "
-        f"of {n} held-out songs per task"
+        f"of {max(n for _, n in pooled)} held-out songs per task"
     )
     test = [c for c in iv["coverage_test"].values() if c is not None]
     if iv.get("coverage_cv") and test:

@@ -52,11 +52,12 @@ def _trust_section(trust: dict | None) -> str:
 
 
 def _heldout(iv: dict) -> tuple[dict, dict]:
-    """Pooled held-out coverage per task; a ``trust.json`` written before it was stored has
-    only the test split, which is then the whole held-out set."""
-    if "coverage_heldout" in iv:
-        return iv["coverage_heldout"], iv["n_heldout"]
-    return iv["coverage_test"], iv["n_test"]
+    """Pooled held-out coverage and counts per task, recomputed from the stored test and
+    out-of-fold figures (so a ``trust.json`` written before the pooled figure was kept works)."""
+    from apexmusic.trust import Intervals
+
+    pooled = Intervals.from_dict(iv).heldout_coverage()
+    return {t: c for t, (c, _) in pooled.items()}, {t: n for t, (_, n) in pooled.items()}
 
 
 def _share(value: float | None, n: int | None, digits: int = 1) -> str:
